@@ -1,0 +1,855 @@
+//! The plugin configuration (SPEC §3): parsed, validated and compiled once per root context.
+//!
+//! Parsing walks `serde_json::Value` by hand rather than deriving, so that every error names
+//! the exact field and token id, and unknown fields are refused at every level.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde_json::{Map, Value};
+
+use crate::credential::Scheme;
+use crate::digest::{self, Digest};
+use crate::ip::Cidr;
+use crate::restriction::Restrictions;
+
+/// Which `Authorization` schemes may carry tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMethods {
+    #[default]
+    Basic,
+    Bearer,
+    Both,
+}
+
+impl AuthMethods {
+    pub fn allows(self, scheme: Scheme) -> bool {
+        matches!(
+            (self, scheme),
+            (AuthMethods::Both, _)
+                | (AuthMethods::Basic, Scheme::Basic)
+                | (AuthMethods::Bearer, Scheme::Bearer)
+        )
+    }
+}
+
+/// What to do with a credential that is no token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownCredentials {
+    /// Hand it to the app's own authentication (passwords, Jira PATs, other schemes).
+    #[default]
+    Passthrough,
+    Deny,
+}
+
+/// Identity rewriting (SPEC §9).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Lowercase header name set to the acting user; stripped from every client request.
+    pub header: String,
+    /// The same name with `-` spelled `_`, also stripped: some app servers map the two alike.
+    pub header_underscored: Option<String>,
+    /// Lowercase name of the run-as header (`contextUser` by default).
+    pub run_as_header: String,
+    /// Acting user (lowercase) → `Authorization` value injected upstream.
+    pub upstream_authorization: HashMap<String, String>,
+}
+
+/// Audit delivery settings (SPEC §11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub flush_interval_ms: u64,
+    pub batch_max_lines: usize,
+    pub queue_max_lines: usize,
+    pub timeout_ms: u64,
+}
+
+/// Who a token may act for through the run-as header.
+#[derive(Debug, Clone, Default)]
+pub struct RunAs {
+    pub anyone: bool,
+    /// Lowercase usernames.
+    pub users: Vec<String>,
+}
+
+impl RunAs {
+    pub fn permits(&self, user: &str) -> bool {
+        self.anyone || self.users.iter().any(|u| u.eq_ignore_ascii_case(user))
+    }
+}
+
+/// One compiled token. Holds no plaintext: only its digest.
+#[derive(Debug)]
+pub struct Token {
+    pub id: String,
+    pub name: String,
+    pub user: Option<String>,
+    pub digest: Digest,
+    pub expires_ms: Option<i64>,
+    pub revoked: bool,
+    pub ips: Vec<Cidr>,
+    pub run_as: RunAs,
+    pub restrictions: Restrictions,
+}
+
+/// The compiled configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub auth_methods: AuthMethods,
+    pub secure_mode: bool,
+    pub protected_paths: Vec<String>,
+    pub unknown_credentials: UnknownCredentials,
+    pub max_body_bytes: u64,
+    pub identity: Identity,
+    pub audit: Option<AuditConfig>,
+    pub tokens: Vec<Token>,
+    index: TokenIndex,
+}
+
+/// Lookup by digest. The map is keyed by the digest's first 8 bytes (uniform, so a trivial
+/// hasher suffices); the full digest is then compared in constant time. Tokens whose
+/// prefixes collide (practically never) go to a short overflow list.
+#[derive(Debug, Default)]
+struct TokenIndex {
+    by_prefix: HashMap<u64, usize, BuildHasherDefault<PrefixHasher>>,
+    overflow: Vec<usize>,
+}
+
+#[derive(Default)]
+struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+fn prefix(d: &Digest) -> u64 {
+    let mut p = [0u8; 8];
+    p.copy_from_slice(d.get(..8).unwrap_or(&[0; 8]));
+    u64::from_be_bytes(p)
+}
+
+impl Config {
+    /// The token whose digest is `digest`, with its index.
+    pub fn find_digest(&self, digest: &Digest) -> Option<(usize, &Token)> {
+        let hit = |i: usize| {
+            self.tokens
+                .get(i)
+                .filter(|t| digest::ct_eq(&t.digest, digest))
+                .map(|t| (i, t))
+        };
+        self.index
+            .by_prefix
+            .get(&prefix(digest))
+            .and_then(|&i| hit(i))
+            .or_else(|| self.index.overflow.iter().find_map(|&i| hit(i)))
+    }
+
+    /// The token a plaintext credential names.
+    pub fn find(&self, token: &str) -> Option<(usize, &Token)> {
+        self.find_digest(&digest::sha256(token.as_bytes()))
+    }
+
+    /// Whether `decoded_path` falls under `protected_paths`.
+    pub fn is_protected(&self, path: &str) -> bool {
+        self.protected_paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+/// A configuration that failed to load, naming where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Path of the field, e.g. `tokens[2].limit_to[1]`.
+    pub field: String,
+    /// Id of the token concerned, when there is one.
+    pub token: Option<String>,
+    /// For JSON syntax errors: position in the document. For restriction lines: the line
+    /// number within `limit_to` and the column within that line.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}`", self.field)?;
+        if let Some(id) = &self.token {
+            write!(f, " (token `{id}`)")?;
+        }
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, ", line {l}, column {c}")?,
+            (Some(l), None) => write!(f, ", line {l}")?,
+            _ => {}
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
+
+/// Loads a plugin configuration: JSON text (a StringValue, or a Struct that Envoy converted).
+/// A serialized `google.protobuf.Struct` (Envoy's hand-over of a YAML Struct) is accepted too.
+pub fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
+    let json = serde_json::from_slice::<Value>(bytes).map_err(|e| ConfigError {
+        field: "(document)".into(),
+        token: None,
+        line: Some(e.line()),
+        column: Some(e.column()),
+        message: format!("not valid JSON: {e}"),
+    });
+    let looks_like_json = bytes.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{');
+    let value = match json {
+        Ok(v) => v,
+        Err(e) if looks_like_json => return Err(e),
+        Err(e) => match crate::pbstruct::decode_struct(bytes) {
+            Ok(v) => v,
+            // Neither form: report as JSON, the form people write by hand.
+            Err(_) => return Err(e),
+        },
+    };
+    from_value(&value)
+}
+
+/// Compiles an already parsed configuration (tokenctl parses YAML itself).
+pub fn from_value(value: &Value) -> Result<Config, ConfigError> {
+    let root = Obj::new(value, String::new(), None)?;
+    root.only(&[
+        "auth_methods",
+        "secure_mode",
+        "protected_paths",
+        "unknown_credentials",
+        "max_body_bytes",
+        "identity",
+        "audit",
+        "tokens",
+    ])?;
+    let auth_methods = match root.str("auth_methods")? {
+        None | Some("basic") => AuthMethods::Basic,
+        Some("bearer") => AuthMethods::Bearer,
+        Some("both") => AuthMethods::Both,
+        Some(other) => {
+            return Err(root.err(
+                "auth_methods",
+                format!("`{other}` is not one of basic, bearer, both"),
+            ))
+        }
+    };
+    let unknown_credentials = match root.str("unknown_credentials")? {
+        None | Some("passthrough") => UnknownCredentials::Passthrough,
+        Some("deny") => UnknownCredentials::Deny,
+        Some(other) => {
+            return Err(root.err(
+                "unknown_credentials",
+                format!("`{other}` is not one of passthrough, deny"),
+            ))
+        }
+    };
+    let secure_mode = root.bool("secure_mode")?.unwrap_or(false);
+    let protected_paths = match root.str_list("protected_paths")? {
+        None => vec!["/rest/".to_owned()],
+        Some(list) if list.is_empty() => {
+            return Err(root.err(
+                "protected_paths",
+                "must list at least one path prefix".into(),
+            ))
+        }
+        Some(list) => {
+            for (i, p) in list.iter().enumerate() {
+                if !p.starts_with('/') || p.bytes().any(|c| !(0x21..=0x7e).contains(&c)) {
+                    return Err(root.err(
+                        &format!("protected_paths[{i}]"),
+                        format!("`{p}` must start with `/` and hold visible ASCII only"),
+                    ));
+                }
+            }
+            list
+        }
+    };
+    let max_body_bytes = match root.uint("max_body_bytes")? {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(0) => return Err(root.err("max_body_bytes", "must be at least 1".into())),
+        Some(n) => n,
+    };
+    let identity = load_identity(root.get("identity"))?;
+    let audit = match root.get("audit") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(load_audit(v)?),
+    };
+
+    let mut tokens = Vec::new();
+    let mut index = TokenIndex::default();
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut digests: HashMap<Digest, usize> = HashMap::new();
+    let token_values: &[Value] = match root.get("tokens") {
+        None | Some(Value::Null) => &[],
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(root.err("tokens", "must be a list of tokens".into())),
+    };
+    for (i, tv) in token_values.iter().enumerate() {
+        let token = load_token(i, tv, secure_mode)?;
+        let field = format!("tokens[{i}]");
+        if let Some(prev) = ids.insert(token.id.clone(), i) {
+            return Err(ConfigError {
+                field: format!("{field}.id"),
+                token: Some(token.id.clone()),
+                line: None,
+                column: None,
+                message: format!("duplicate token id (also tokens[{prev}])"),
+            });
+        }
+        if let Some(prev) = digests.insert(token.digest, i) {
+            let other = tokens.get(prev).map_or("?", |t: &Token| t.id.as_str());
+            return Err(ConfigError {
+                field,
+                token: Some(token.id.clone()),
+                line: None,
+                column: None,
+                message: format!("same token digest as token `{other}`"),
+            });
+        }
+        let idx = tokens.len();
+        match index.by_prefix.entry(prefix(&token.digest)) {
+            std::collections::hash_map::Entry::Occupied(_) => index.overflow.push(idx),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(idx);
+            }
+        }
+        tokens.push(token);
+    }
+
+    Ok(Config {
+        auth_methods,
+        secure_mode,
+        protected_paths,
+        unknown_credentials,
+        max_body_bytes,
+        identity,
+        audit,
+        tokens,
+        index,
+    })
+}
+
+fn load_identity(value: Option<&Value>) -> Result<Identity, ConfigError> {
+    let empty = Value::Object(Map::new());
+    let value = match value {
+        None | Some(Value::Null) => &empty,
+        Some(v) => v,
+    };
+    let obj = Obj::new(value, "identity".into(), None)?;
+    obj.only(&["header", "run_as_header", "upstream_authorization"])?;
+    let header = header_name(&obj, "header", "x-forwarded-user")?;
+    let run_as_header = header_name(&obj, "run_as_header", "contextUser")?;
+    if header == run_as_header {
+        return Err(obj.err("run_as_header", "must differ from identity.header".into()));
+    }
+    let underscored = header.replace('-', "_");
+    let header_underscored = (underscored != header).then_some(underscored);
+    let mut upstream_authorization = HashMap::new();
+    match obj.get("upstream_authorization") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (user, v) in map {
+                let field = format!("identity.upstream_authorization.{user}");
+                let text = v
+                    .as_str()
+                    .ok_or_else(|| plain_err(&field, None, "must be a string".into()))?;
+                if text.is_empty() || text.bytes().any(|c| !(0x20..=0x7e).contains(&c)) {
+                    return Err(plain_err(
+                        &field,
+                        None,
+                        "must be a non-empty header value of visible ASCII".into(),
+                    ));
+                }
+                valid_username(user).map_err(|m| plain_err(&field, None, m))?;
+                if upstream_authorization
+                    .insert(user.to_ascii_lowercase(), text.to_owned())
+                    .is_some()
+                {
+                    return Err(plain_err(
+                        &field,
+                        None,
+                        "user listed twice (usernames compare case-insensitively)".into(),
+                    ));
+                }
+            }
+        }
+        Some(_) => {
+            return Err(obj.err(
+                "upstream_authorization",
+                "must be a map of user to Authorization value".into(),
+            ))
+        }
+    }
+    Ok(Identity {
+        header,
+        header_underscored,
+        run_as_header,
+        upstream_authorization,
+    })
+}
+
+/// Header names the filter may own: RFC 9110 tokens, not ones that carry other meaning.
+fn header_name(obj: &Obj<'_>, key: &str, default: &str) -> Result<String, ConfigError> {
+    let name = obj.str(key)?.unwrap_or(default).to_ascii_lowercase();
+    let reserved = [
+        "authorization",
+        "cookie",
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "x-request-id",
+        "x-forwarded-for",
+    ];
+    let token_chars = name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
+    if name.is_empty() || !token_chars || reserved.contains(&name.as_str()) {
+        return Err(obj.err(key, format!("`{name}` cannot be used as this header")));
+    }
+    Ok(name)
+}
+
+fn load_audit(value: &Value) -> Result<AuditConfig, ConfigError> {
+    let obj = Obj::new(value, "audit".into(), None)?;
+    obj.only(&[
+        "cluster",
+        "authority",
+        "path",
+        "flush_interval_ms",
+        "batch_max_lines",
+        "queue_max_lines",
+        "timeout_ms",
+    ])?;
+    let text = |key: &str, default: &str| -> Result<String, ConfigError> {
+        let v = obj.str(key)?.unwrap_or(default);
+        if v.is_empty() || v.bytes().any(|c| !(0x21..=0x7e).contains(&c)) {
+            return Err(obj.err(key, "must be non-empty visible ASCII".into()));
+        }
+        Ok(v.to_owned())
+    };
+    let cluster = text("cluster", "audit_sink")?;
+    let authority = text("authority", "audit")?;
+    let path = text("path", "/audit")?;
+    if !path.starts_with('/') {
+        return Err(obj.err("path", "must start with `/`".into()));
+    }
+    let positive = |key: &str, default: u64| -> Result<u64, ConfigError> {
+        match obj.uint(key)? {
+            None => Ok(default),
+            Some(0) => Err(obj.err(key, "must be at least 1".into())),
+            Some(n) => Ok(n),
+        }
+    };
+    let flush_interval_ms = positive("flush_interval_ms", 1000)?;
+    let batch_max_lines = usize::try_from(positive("batch_max_lines", 500)?).unwrap_or(usize::MAX);
+    let queue_max_lines =
+        usize::try_from(positive("queue_max_lines", 10_000)?).unwrap_or(usize::MAX);
+    if queue_max_lines < batch_max_lines {
+        return Err(obj.err("queue_max_lines", "must be at least batch_max_lines".into()));
+    }
+    let timeout_ms = obj.uint("timeout_ms")?.unwrap_or(2000);
+    Ok(AuditConfig {
+        cluster,
+        authority,
+        path,
+        flush_interval_ms,
+        batch_max_lines,
+        queue_max_lines,
+        timeout_ms,
+    })
+}
+
+fn load_token(i: usize, value: &Value, secure_mode: bool) -> Result<Token, ConfigError> {
+    let base = format!("tokens[{i}]");
+    let id = value
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            plain_err(
+                &format!("{base}.id"),
+                None,
+                "every token needs a string `id`".into(),
+            )
+        })?;
+    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+        return Err(plain_err(
+            &format!("{base}.id"),
+            Some(&id),
+            "must be 1..=200 characters without control characters".into(),
+        ));
+    }
+    let obj = Obj::new(value, base.clone(), Some(id.clone()))?;
+    obj.only(&[
+        "id", "name", "user", "sha256", "token", "expires", "revoked", "ips", "run_as", "limit_to",
+    ])?;
+    let name = obj.str("name")?.unwrap_or(&id).to_owned();
+    let user = match obj.str("user")? {
+        None => None,
+        Some(u) => {
+            valid_username(u).map_err(|m| obj.err("user", m))?;
+            Some(u.to_owned())
+        }
+    };
+    let digest = match (obj.str("sha256")?, obj.str("token")?) {
+        (Some(_), Some(_)) => {
+            return Err(obj.err("token", "give either `sha256` or `token`, not both".into()))
+        }
+        (None, None) => {
+            return Err(obj.err(
+                "sha256",
+                "every token needs `sha256` (or `token` outside secure_mode)".into(),
+            ))
+        }
+        (Some(hex), None) => digest::parse_hex(hex)
+            .ok_or_else(|| obj.err("sha256", "must be 64 lowercase hex digits".into()))?,
+        (None, Some(_)) if secure_mode => {
+            return Err(obj.err(
+                "token",
+                "plaintext tokens are refused in secure_mode: give `sha256`".into(),
+            ))
+        }
+        (None, Some(plain)) => {
+            if plain.is_empty()
+                || plain
+                    .bytes()
+                    .any(|c| !(0x21..=0x7e).contains(&c) || c == b',')
+            {
+                return Err(obj.err(
+                    "token",
+                    "must be printable ASCII without spaces or commas".into(),
+                ));
+            }
+            digest::sha256(plain.as_bytes())
+        }
+    };
+    let expires_ms = match obj.str("expires")? {
+        None => None,
+        Some(t) => Some(
+            crate::time::parse_rfc3339(t)
+                .ok_or_else(|| obj.err("expires", format!("`{t}` is not an RFC 3339 date-time")))?,
+        ),
+    };
+    let revoked = obj.bool("revoked")?.unwrap_or(false);
+    let mut ips = Vec::new();
+    for (j, entry) in obj.str_list("ips")?.unwrap_or_default().iter().enumerate() {
+        ips.push(Cidr::parse(entry).map_err(|m| obj.err(&format!("ips[{j}]"), m))?);
+    }
+    if obj
+        .get("ips")
+        .is_some_and(|v| v.as_array().is_some_and(Vec::is_empty))
+    {
+        return Err(obj.err(
+            "ips",
+            "an empty list would admit no client; leave `ips` out to allow any".into(),
+        ));
+    }
+    let mut run_as = RunAs::default();
+    for (j, entry) in obj
+        .str_list("run_as")?
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if entry == "*" {
+            run_as.anyone = true;
+        } else {
+            valid_username(entry).map_err(|m| obj.err(&format!("run_as[{j}]"), m))?;
+            run_as.users.push(entry.to_ascii_lowercase());
+        }
+    }
+    let lines: Vec<String> = match obj.get("limit_to") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s.lines().map(str::to_owned).collect(),
+        Some(Value::Array(_)) => obj.str_list("limit_to")?.unwrap_or_default(),
+        Some(_) => return Err(obj.err("limit_to", "must be a list of lines or one string".into())),
+    };
+    let restrictions = Restrictions::compile(&lines).map_err(|e| ConfigError {
+        field: format!("{base}.limit_to[{}]", e.line.saturating_sub(1)),
+        token: Some(id.clone()),
+        line: Some(e.line),
+        column: Some(e.column),
+        message: e.message,
+    })?;
+    Ok(Token {
+        id,
+        name,
+        user,
+        digest,
+        expires_ms,
+        revoked,
+        ips,
+        run_as,
+        restrictions,
+    })
+}
+
+/// Usernames end up in a header value and in audit lines.
+pub fn valid_username(u: &str) -> Result<(), String> {
+    if u.is_empty() || u.chars().any(|c| c.is_control() || c == ',') || u.trim() != u {
+        return Err(format!("`{u}` is not a valid username (empty, control characters, commas or surrounding spaces)"));
+    }
+    Ok(())
+}
+
+fn plain_err(field: &str, token: Option<&str>, message: String) -> ConfigError {
+    ConfigError {
+        field: field.to_owned(),
+        token: token.map(str::to_owned),
+        line: None,
+        column: None,
+        message,
+    }
+}
+
+/// A JSON object being read, with the path and token id errors should name.
+struct Obj<'a> {
+    map: &'a Map<String, Value>,
+    path: String,
+    token: Option<String>,
+}
+
+impl<'a> Obj<'a> {
+    fn new(value: &'a Value, path: String, token: Option<String>) -> Result<Obj<'a>, ConfigError> {
+        match value {
+            Value::Object(map) => Ok(Obj { map, path, token }),
+            _ => {
+                let field = if path.is_empty() {
+                    "(document)".to_owned()
+                } else {
+                    path
+                };
+                Err(ConfigError {
+                    field,
+                    token,
+                    line: None,
+                    column: None,
+                    message: "must be a map".into(),
+                })
+            }
+        }
+    }
+
+    fn field(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn err(&self, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            field: self.field(key),
+            token: self.token.clone(),
+            line: None,
+            column: None,
+            message,
+        }
+    }
+
+    fn only(&self, known: &[&str]) -> Result<(), ConfigError> {
+        match self.map.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(self.err(
+                k,
+                format!("unknown field; expected one of: {}", known.join(", ")),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key)
+    }
+
+    fn str(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(self.err(key, "must be a string".into())),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.err(key, "must be true or false".into())),
+        }
+    }
+
+    /// A non-negative integer. Envoy hands Struct numbers over as doubles, so an integral
+    /// double (`1048576.0`) is accepted too.
+    fn uint(&self, key: &str) -> Result<Option<u64>, ConfigError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => {
+                if let Some(u) = n.as_u64() {
+                    return Ok(Some(u));
+                }
+                match n.as_f64() {
+                    Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 9.0e15 => Ok(Some(f as u64)),
+                    _ => Err(self.err(key, "must be a non-negative integer".into())),
+                }
+            }
+            Some(_) => Err(self.err(key, "must be a non-negative integer".into())),
+        }
+    }
+
+    fn str_list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| self.err(&format!("{key}[{i}]"), "must be a string".into()))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(self.err(key, "must be a list of strings".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(s: &str) -> Result<Config, ConfigError> {
+        load(s.as_bytes())
+    }
+
+    const PW: &str = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+
+    #[test]
+    fn defaults() {
+        let c = load_str(r#"{"tokens":[]}"#).unwrap();
+        assert_eq!(c.auth_methods, AuthMethods::Basic);
+        assert_eq!(c.protected_paths, vec!["/rest/".to_owned()]);
+        assert_eq!(c.unknown_credentials, UnknownCredentials::Passthrough);
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.identity.header, "x-forwarded-user");
+        assert_eq!(
+            c.identity.header_underscored.as_deref(),
+            Some("x_forwarded_user")
+        );
+        assert_eq!(c.identity.run_as_header, "contextuser");
+        assert!(c.audit.is_none());
+    }
+
+    #[test]
+    fn full_token_and_lookup() {
+        let c = load_str(&format!(
+            r#"{{"auth_methods":"both","max_body_bytes":2048.0,"tokens":[
+              {{"id":"a","name":"A","user":"alice","sha256":"{PW}","expires":"2027-01-01T00:00:00Z",
+                "ips":["10.0.0.0/8"],"run_as":["Bob","*"]}},
+              {{"id":"b","token":"tg_plain"}}]}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.max_body_bytes, 2048);
+        let (i, t) = c.find("password").unwrap();
+        assert_eq!(
+            (i, t.id.as_str(), t.user.as_deref()),
+            (0, "a", Some("alice"))
+        );
+        assert!(t.run_as.anyone && t.run_as.permits("bob"));
+        assert_eq!(c.find("tg_plain").map(|(i, _)| i), Some(1));
+        assert!(c.find("tg_other").is_none());
+    }
+
+    fn err_of(s: &str) -> ConfigError {
+        match load_str(s) {
+            Ok(_) => panic!("config should be refused: {s}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn errors_name_field_and_token() {
+        let e = err_of(r#"{"tokens":[{"id":"ci","sha256":"ABC"}]}"#);
+        assert_eq!(
+            (e.field.as_str(), e.token.as_deref()),
+            ("tokens[0].sha256", Some("ci"))
+        );
+        let e = err_of(r#"{"tokens":[{"id":"ci","token":"x","bogus":1}]}"#);
+        assert_eq!(e.field, "tokens[0].bogus");
+        assert!(e.to_string().contains("(token `ci`)"), "{e}");
+        let e = err_of(r#"{"secure_mode":true,"tokens":[{"id":"s","token":"tg_x"}]}"#);
+        assert_eq!(
+            (e.field.as_str(), e.token.as_deref()),
+            ("tokens[0].token", Some("s"))
+        );
+        let e = err_of(r#"{"tokens":[{"id":"a","token":"x"},{"id":"a","token":"y"}]}"#);
+        assert!(e.message.contains("duplicate token id"), "{e}");
+        let e = err_of(r#"{"tokens":[{"id":"a","token":"x"},{"id":"b","token":"x"}]}"#);
+        assert!(e.message.contains("token `a`"), "{e}");
+        let e = err_of(&format!(
+            r#"{{"tokens":[{{"id":"a","token":"x"}},{{"id":"b","sha256":"{}"}}]}}"#,
+            digest::to_hex(&digest::sha256(b"x"))
+        ));
+        assert_eq!(e.token.as_deref(), Some("b"));
+        let e = err_of(r#"{"tokens":[{"id":"a","token":"x","expires":"tomorrow"}]}"#);
+        assert_eq!(e.field, "tokens[0].expires");
+        let e = err_of(r#"{"tokens":[{"id":"a","token":"x","ips":["10.0.0.0/40"]}]}"#);
+        assert_eq!(e.field, "tokens[0].ips[0]");
+        let e = err_of(r#"{"tokens":[{"id":"a","token":"x","ips":[]}]}"#);
+        assert_eq!(e.field, "tokens[0].ips");
+        let e = err_of(r#"{"tokens":[{"id":"a","token":"has space"}]}"#);
+        assert_eq!(e.field, "tokens[0].token");
+        let e = err_of(r#"{"tokens":[{"id":"a","token":"a,b"}]}"#);
+        assert_eq!(e.field, "tokens[0].token");
+        let e = err_of(r#"{"auth_methods":"digest"}"#);
+        assert_eq!(e.field, "auth_methods");
+        let e = err_of(r#"{"frobnicate":true}"#);
+        assert_eq!(e.field, "frobnicate");
+        let e = err_of(r#"{"tokens":[{"token":"x"}]}"#);
+        assert_eq!(e.field, "tokens[0].id");
+        let e = err_of(r#"{"tokens":[{"id":"a","token":"x","revoked":"yes"}]}"#);
+        assert_eq!(e.field, "tokens[0].revoked");
+        let e = err_of(r#"{"identity":{"header":"authorization"}}"#);
+        assert_eq!(e.field, "identity.header");
+        let e = err_of(r#"{"audit":{"queue_max_lines":10,"batch_max_lines":20}}"#);
+        assert_eq!(e.field, "audit.queue_max_lines");
+        let e = err_of("{\n  \"tokens\": [,]\n}");
+        assert_eq!((e.field.as_str(), e.line), ("(document)", Some(2)));
+        let e = err_of(r#"{"protected_paths":["rest/"]}"#);
+        assert_eq!(e.field, "protected_paths[0]");
+    }
+
+    #[test]
+    fn prefix_collisions_still_found() {
+        let mut c =
+            load_str(r#"{"tokens":[{"id":"a","token":"x"},{"id":"b","token":"y"}]}"#).unwrap();
+        // Force both into one bucket: the second must still be found through the overflow.
+        let first = prefix(&c.tokens[0].digest);
+        c.index.by_prefix.clear();
+        c.index.by_prefix.insert(first, 0);
+        c.index.overflow = vec![1];
+        assert_eq!(c.find("y").map(|(i, _)| i), Some(1));
+        assert_eq!(c.find("x").map(|(i, _)| i), Some(0));
+    }
+}

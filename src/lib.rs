@@ -1,0 +1,24 @@
+//! tokengate: scoped REST API tokens for Atlassian Data Center apps, enforced in Envoy.
+//!
+//! Everything but [`filter`] is the pure core: plain Rust, no host calls, tested natively and
+//! shared with `tokenctl`. The `filter` module is the thin proxy-wasm shell and only exists
+//! when compiling for wasm32 (and under clippy, so that the lints cover it).
+
+pub mod audit;
+pub mod canonical;
+pub mod config;
+pub mod credential;
+pub mod digest;
+pub mod ip;
+pub mod javare;
+pub mod json;
+pub mod media;
+pub mod pbstruct;
+pub mod policy;
+pub mod reply;
+pub mod restriction;
+pub mod time;
+
+// Linted natively under clippy (check-only, nothing links), built for wasm32.
+#[cfg(any(target_arch = "wasm32", clippy))]
+mod filter;
