@@ -201,9 +201,10 @@ class Envoy:
         self.config = generate_config(listener_port=self.port, admin_port=self.admin_port,
                                       upstream_port=upstream_port, audit_port=audit_port, **gen_kwargs)
         os.makedirs(workdir, exist_ok=True)
-        fd, self.config_path = tempfile.mkstemp(prefix="envoy-", suffix=".yaml", dir=workdir)
+        # Written as JSON: Envoy's YAML loader would read an unquoted `y`/`on` as a boolean.
+        fd, self.config_path = tempfile.mkstemp(prefix="envoy-", suffix=".json", dir=workdir)
         with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(self.config, f, sort_keys=False)
+            json.dump(self.config, f, indent=1)
         base = self.config_path[:-5]
         self.log_path = base + ".log"  # Envoy's own log (stderr)
         self.stdout_path = base + ".stdout"  # access log (stdout)
