@@ -433,3 +433,425 @@ pub fn upstream_authorization<'c>(config: &'c Config, acting_as: &str) -> Option
         .get(&acting_as.to_ascii_lowercase())
         .map(String::as_str)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    #[derive(Default)]
+    struct Fake {
+        headers: Vec<(String, Vec<u8>)>,
+        source: Option<&'static str>,
+    }
+
+    impl Fake {
+        fn with(mut self, name: &str, value: &str) -> Fake {
+            self.headers
+                .push((name.to_owned(), value.as_bytes().to_vec()));
+            self
+        }
+        fn basic(self, user: &str, token: &str) -> Fake {
+            let raw = format!("{user}:{token}");
+            self.with("authorization", &format!("Basic {}", b64(raw.as_bytes())))
+        }
+        fn bearer(self, token: &str) -> Fake {
+            self.with("authorization", &format!("Bearer {token}"))
+        }
+    }
+
+    impl RequestHeaders for Fake {
+        fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        }
+        fn source_address(&mut self) -> Option<Vec<u8>> {
+            self.source.map(|s| s.as_bytes().to_vec())
+        }
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn cfg(extra: &str, tokens: &str) -> Config {
+        let text = format!(r#"{{{extra}"tokens":[{tokens}]}}"#);
+        config::load(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    fn decide(c: &Config, method: &str, target: &str, mut req: Fake) -> Decision {
+        decide_headers(c, method, target, &mut req, NOW, true)
+    }
+
+    fn status(d: &Decision) -> (u16, &'static str) {
+        match d {
+            Decision::Pass => (0, "pass"),
+            Decision::Allow(_) => (200, "ok"),
+            Decision::Buffer(_) => (100, "buffer"),
+            Decision::Deny(r) => (r.status, r.reason.as_str()),
+        }
+    }
+
+    fn grant(d: Decision) -> Grant {
+        match d {
+            Decision::Allow(g) => g,
+            other => panic!("expected allow, got {other:?}"),
+        }
+    }
+
+    const BOUND: &str = r#"{"id":"bound","user":"Alice","token":"tg_alice"}"#;
+    const ANY: &str = r#"{"id":"any","token":"tg_any"}"#;
+
+    #[test]
+    fn pass_through_cases() {
+        let c = cfg("", BOUND);
+        assert_eq!(
+            decide(
+                &c,
+                "GET",
+                "/secure/Dashboard.jspa",
+                Fake::default().basic("alice", "tg_alice")
+            ),
+            Decision::Pass
+        );
+        assert_eq!(
+            decide(&c, "GET", "/rest/api/2/issue/X-1", Fake::default()),
+            Decision::Pass
+        );
+        assert_eq!(
+            decide(
+                &c,
+                "GET",
+                "/rest/api/2/issue/X-1",
+                Fake::default().basic("alice", "password")
+            ),
+            Decision::Pass
+        );
+        assert_eq!(
+            decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default().with("authorization", "Negotiate abc")
+            ),
+            Decision::Pass
+        );
+        // Case-sensitive, as Tomcat is.
+        assert_eq!(
+            decide(
+                &c,
+                "GET",
+                "/REST/x",
+                Fake::default().basic("alice", "tg_alice")
+            ),
+            Decision::Pass
+        );
+    }
+
+    #[test]
+    fn unknown_credentials_deny() {
+        let c = cfg(r#""unknown_credentials":"deny","#, BOUND);
+        assert_eq!(
+            status(&decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default().basic("alice", "password")
+            )),
+            (401, "unknown_credentials")
+        );
+        assert_eq!(
+            status(&decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default().with("authorization", "Negotiate abc")
+            )),
+            (401, "unknown_credentials")
+        );
+    }
+
+    #[test]
+    fn credential_errors() {
+        let c = cfg("", BOUND);
+        assert_eq!(
+            status(&decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default().basic("alice", "tg_nope")
+            )),
+            (401, "unknown_token")
+        );
+        assert_eq!(
+            status(&decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default().with("authorization", "Basic !!!!")
+            )),
+            (401, "malformed_credentials")
+        );
+        assert_eq!(
+            status(&decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default().with("authorization", "Bearer a, Bearer b")
+            )),
+            (400, "bad_request")
+        );
+    }
+
+    #[test]
+    fn bound_token_rules() {
+        let c = cfg(r#""auth_methods":"both","#, BOUND);
+        let g = grant(decide(
+            &c,
+            "GET",
+            "/rest/x",
+            Fake::default().basic("ALICE", "tg_alice"),
+        ));
+        assert_eq!(
+            (g.user.as_str(), g.acting_as.as_str(), g.rule),
+            ("Alice", "Alice", None)
+        );
+        assert_eq!(
+            status(&decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default().basic("bob", "tg_alice")
+            )),
+            (401, "user_mismatch")
+        );
+        let g = grant(decide(
+            &c,
+            "GET",
+            "/rest/x",
+            Fake::default().bearer("tg_alice"),
+        ));
+        assert_eq!(g.acting_as, "Alice");
+        let basic_only = cfg("", BOUND);
+        assert_eq!(
+            status(&decide(
+                &basic_only,
+                "GET",
+                "/rest/x",
+                Fake::default().bearer("tg_alice")
+            )),
+            (401, "method_scheme")
+        );
+        let bearer_only = cfg(r#""auth_methods":"bearer","#, BOUND);
+        assert_eq!(
+            status(&decide(
+                &bearer_only,
+                "GET",
+                "/rest/x",
+                Fake::default().basic("alice", "tg_alice")
+            )),
+            (401, "method_scheme")
+        );
+    }
+
+    #[test]
+    fn userless_token_rules() {
+        let c = cfg(r#""auth_methods":"both","#, ANY);
+        let g = grant(decide(
+            &c,
+            "GET",
+            "/rest/x",
+            Fake::default().basic("Carol", "tg_any"),
+        ));
+        assert_eq!((g.user.as_str(), g.acting_as.as_str()), ("Carol", "Carol"));
+        assert_eq!(
+            status(&decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default().basic("", "tg_any")
+            )),
+            (401, "user_mismatch")
+        );
+        assert_eq!(
+            status(&decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default().bearer("tg_any")
+            )),
+            (401, "method_scheme")
+        );
+    }
+
+    #[test]
+    fn revoked_and_expired_in_order() {
+        let c = cfg(
+            "",
+            r#"{"id":"r","token":"tg_r","revoked":true,"expires":"2020-01-01T00:00:00Z"},
+               {"id":"e","token":"tg_e","expires":"2020-01-01T00:00:00Z"},
+               {"id":"f","token":"tg_f","expires":"2099-01-01T00:00:00Z"}"#,
+        );
+        let d = decide(&c, "GET", "/rest/x", Fake::default().basic("u", "tg_r"));
+        assert_eq!(status(&d), (401, "revoked"));
+        if let Decision::Deny(r) = d {
+            assert_eq!(
+                (r.message.as_ref(), r.subject.token),
+                ("token revoked", Some(0))
+            );
+        }
+        assert_eq!(
+            status(&decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default().basic("u", "tg_e")
+            )),
+            (401, "expired")
+        );
+        assert_eq!(
+            status(&decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default().basic("u", "tg_f")
+            )),
+            (200, "ok")
+        );
+    }
+
+    #[test]
+    fn ip_allow_list() {
+        let c = cfg(
+            "",
+            r#"{"id":"i","token":"tg_i","ips":["10.0.0.0/8","127.0.0.1"]}"#,
+        );
+        let with = |src: Option<&'static str>| {
+            Fake {
+                source: src,
+                ..Fake::default()
+            }
+            .basic("u", "tg_i")
+        };
+        assert_eq!(
+            status(&decide(&c, "GET", "/rest/x", with(Some("10.1.2.3:5555")))),
+            (200, "ok")
+        );
+        assert_eq!(
+            status(&decide(&c, "GET", "/rest/x", with(Some("127.0.0.1:1")))),
+            (200, "ok")
+        );
+        assert_eq!(
+            status(&decide(&c, "GET", "/rest/x", with(Some("192.168.0.1:1")))),
+            (403, "ip")
+        );
+        // Unknown client address: fail closed.
+        assert_eq!(
+            status(&decide(&c, "GET", "/rest/x", with(None))),
+            (403, "ip")
+        );
+        assert_eq!(
+            status(&decide(&c, "GET", "/rest/x", with(Some("garbage")))),
+            (403, "ip")
+        );
+    }
+
+    #[test]
+    fn run_as_rules() {
+        let c = cfg(
+            "",
+            r#"{"id":"b","user":"alice","token":"tg_b","run_as":["Bob"]},
+               {"id":"s","user":"svc","token":"tg_s","run_as":["*"]},
+               {"id":"n","token":"tg_n"}"#,
+        );
+        let run = |token: &str, user: &str, as_user: &str| {
+            decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default()
+                    .basic(user, token)
+                    .with("contextuser", as_user),
+            )
+        };
+        assert_eq!(grant(run("tg_b", "alice", "bob")).acting_as, "bob");
+        assert_eq!(grant(run("tg_b", "alice", "ALICE")).acting_as, "alice");
+        assert_eq!(status(&run("tg_b", "alice", "carol")), (403, "run_as"));
+        assert_eq!(grant(run("tg_s", "svc", "anyone")).acting_as, "anyone");
+        // A user-less token may name its own Basic user, no one else.
+        assert_eq!(grant(run("tg_n", "dave", "dave")).acting_as, "dave");
+        assert_eq!(status(&run("tg_n", "dave", "erin")), (403, "run_as"));
+        // Two run-as headers (comma-joined) or an empty one: refused, not guessed.
+        assert_eq!(status(&run("tg_s", "svc", "a,b")), (400, "bad_request"));
+        assert_eq!(status(&run("tg_s", "svc", "")), (400, "bad_request"));
+        let g = grant(run("tg_b", "alice", "bob"));
+        assert_eq!(g.user, "alice");
+    }
+
+    #[test]
+    fn method_override_refused() {
+        let c = cfg("", BOUND);
+        for h in METHOD_OVERRIDE_HEADERS {
+            let req = Fake::default().basic("alice", "tg_alice").with(h, "DELETE");
+            assert_eq!(
+                status(&decide(&c, "GET", "/rest/x", req)),
+                (400, "bad_request"),
+                "{h}"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_authorization_lookup() {
+        let c = cfg(
+            r#""identity":{"upstream_authorization":{"Alice":"Bearer pat-1"}},"#,
+            BOUND,
+        );
+        assert_eq!(upstream_authorization(&c, "alice"), Some("Bearer pat-1"));
+        assert_eq!(upstream_authorization(&c, "bob"), None);
+    }
+
+    #[test]
+    fn custom_protected_paths() {
+        let c = cfg(r#""protected_paths":["/jira/rest/"],"#, BOUND);
+        assert_eq!(
+            decide(
+                &c,
+                "GET",
+                "/rest/x",
+                Fake::default().basic("alice", "tg_nope")
+            ),
+            Decision::Pass
+        );
+        assert_eq!(
+            status(&decide(
+                &c,
+                "GET",
+                "/jira/rest/x",
+                Fake::default().basic("alice", "tg_nope")
+            )),
+            (401, "unknown_token")
+        );
+    }
+}
