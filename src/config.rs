@@ -216,7 +216,24 @@ pub fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
     });
     let looks_like_json = bytes.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{');
     let value = match json {
-        Ok(v) => v,
+        Ok(v) => {
+            // serde_json keeps the last of two equal keys silently; a config where
+            // `revoked: true` can be overridden by a later `revoked: false` is refused.
+            crate::json::validate(bytes).map_err(|e| {
+                let (line, column) = line_column(bytes, e.offset);
+                ConfigError {
+                    field: "(document)".into(),
+                    token: None,
+                    line: Some(line),
+                    column: Some(column),
+                    message: format!(
+                        "not strict JSON: {}",
+                        e.reason.trim_start_matches("body is not JSON: ")
+                    ),
+                }
+            })?;
+            v
+        }
         Err(e) if looks_like_json => return Err(e),
         Err(e) => match crate::pbstruct::decode_struct(bytes) {
             Ok(v) => v,
@@ -225,6 +242,21 @@ pub fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
         },
     };
     from_value(&value)
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = bytes.get(..offset).unwrap_or(bytes);
+    let line = before.iter().filter(|&&c| c == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(before.get(line_start..).unwrap_or_default())
+        .chars()
+        .count()
+        + 1;
+    (line, column)
 }
 
 /// Compiles an already parsed configuration (tokenctl parses YAML itself).
@@ -838,6 +870,19 @@ mod tests {
         assert_eq!((e.field.as_str(), e.line), ("(document)", Some(2)));
         let e = err_of(r#"{"protected_paths":["rest/"]}"#);
         assert_eq!(e.field, "protected_paths[0]");
+    }
+
+    #[test]
+    fn duplicate_keys_refused() {
+        let e = err_of(
+            "{\"tokens\":[{\"id\":\"a\",\"token\":\"x\",\n \"revoked\":true,\"revoked\":false}]}",
+        );
+        // The position is the object holding the duplicate.
+        assert_eq!(
+            (e.field.as_str(), e.line, e.column),
+            ("(document)", Some(1), Some(12))
+        );
+        assert!(e.message.contains("duplicate member name"), "{e}");
     }
 
     #[test]
