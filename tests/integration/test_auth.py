@@ -527,6 +527,23 @@ def test_run_as_listed_user_with_bearer(main, demo):
     allowed(get(main, bearer=T["bound"], headers=[("contextUser", "bob")]), demo, "bob", "Bearer pat-bob")
 
 
+def test_run_as_list_compares_usernames_case_insensitively(main, demo):
+    r = get(main, auth=("Alice.Smith", T["bound"]), headers=[("contextUser", "BOB")])
+    allowed(r, demo, "bob", "Bearer pat-bob", ci=True)
+
+
+@pytest.mark.parametrize("order", [["bob", "mallory"], ["mallory", "bob"]], ids=["listed-first", "unlisted-first"])
+def test_repeated_run_as_header_never_acts_as_unlisted_user(main, demo, order):
+    # Ambiguous in the SPEC: 400, 403, or acting as the checked (listed) user are all safe, as
+    # long as mallory never becomes the acting user and no copy of the header reaches the app.
+    r = get(main, auth=("Alice.Smith", T["bound"]), headers=[("contextUser", u) for u in order])
+    if r.status == 200:
+        allowed(r, demo, "bob", "Bearer pat-bob")
+    else:
+        refused(r, demo, r.status)
+        assert r.status in (400, 403)
+
+
 def test_run_as_unlisted_user_is_403(main, demo):
     refused(get(main, auth=("Alice.Smith", T["bound"]), headers=[("contextUser", "mallory")]), demo, 403)
 
