@@ -72,13 +72,21 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, Default)]
 pub struct RunAs {
     pub anyone: bool,
-    /// Lowercase usernames.
+    /// Usernames as configured; compared case-insensitively, as Jira compares usernames.
     pub users: Vec<String>,
 }
 
 impl RunAs {
     pub fn permits(&self, user: &str) -> bool {
-        self.anyone || self.users.iter().any(|u| u.eq_ignore_ascii_case(user))
+        self.anyone || self.find(user).is_some()
+    }
+
+    /// The configured spelling of `user`, if listed.
+    pub fn find(&self, user: &str) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|u| u.eq_ignore_ascii_case(user))
+            .map(String::as_str)
     }
 }
 
@@ -608,7 +616,7 @@ fn load_token(i: usize, value: &Value, secure_mode: bool) -> Result<Token, Confi
             run_as.anyone = true;
         } else {
             valid_username(entry).map_err(|m| obj.err(&format!("run_as[{j}]"), m))?;
-            run_as.users.push(entry.to_ascii_lowercase());
+            run_as.users.push(entry.clone());
         }
     }
     let lines: Vec<String> = match obj.get("limit_to") {

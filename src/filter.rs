@@ -130,6 +130,14 @@ impl RequestHeaders for HostHeaders {
             .flatten()
     }
 
+    fn count(&mut self, name: &str) -> usize {
+        // Custom headers are separate entries (only inline ones such as Authorization are
+        // comma-joined), and the single-value getter returns the first: count the map.
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+            .map(|all| all.iter().filter(|(n, _)| n == name).count())
+            .unwrap_or(usize::MAX)
+    }
+
     fn source_address(&mut self) -> Option<Vec<u8>> {
         hostcalls::get_property(vec!["source", "address"])
             .ok()

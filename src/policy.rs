@@ -16,6 +16,9 @@ use crate::restriction::{BodyVerdict, HeadVerdict, RequestView};
 /// Request headers as the host holds them (lowercase names; repeats comma-joined).
 pub trait RequestHeaders {
     fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+    /// How many entries named `name` the request has (called only on rare paths: it may
+    /// read the whole header map).
+    fn count(&mut self, name: &str) -> usize;
     /// Envoy's `source.address` (`ip:port`).
     fn source_address(&mut self) -> Option<Vec<u8>>;
 }
@@ -224,6 +227,15 @@ pub fn decide_headers(
     let acting_as = match req.header(&config.identity.run_as_header) {
         None => user.clone(),
         Some(raw) => {
+            // Two run-as headers would let the filter and the app read different users.
+            if req.count(&config.identity.run_as_header) != 1 {
+                return refuse(
+                    400,
+                    Reason::BadRequest,
+                    "more than one run-as header",
+                    &subject,
+                );
+            }
             let Some(wanted) = String::from_utf8(raw)
                 .ok()
                 .filter(|w| crate::config::valid_username(w).is_ok())
@@ -232,7 +244,10 @@ pub fn decide_headers(
             };
             if wanted.eq_ignore_ascii_case(&user) {
                 user.clone()
-            } else if token.run_as.permits(&wanted) {
+            } else if let Some(listed) = token.run_as.find(&wanted) {
+                // The configured spelling, as for the bound user.
+                listed.to_owned()
+            } else if token.run_as.anyone {
                 wanted
             } else {
                 return refuse(
@@ -466,6 +481,9 @@ mod tests {
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.clone())
+        }
+        fn count(&mut self, name: &str) -> usize {
+            self.headers.iter().filter(|(n, _)| n == name).count()
         }
         fn source_address(&mut self) -> Option<Vec<u8>> {
             self.source.map(|s| s.as_bytes().to_vec())
@@ -795,7 +813,16 @@ mod tests {
                     .with("contextuser", as_user),
             )
         };
-        assert_eq!(grant(run("tg_b", "alice", "bob")).acting_as, "bob");
+        assert_eq!(grant(run("tg_b", "alice", "bob")).acting_as, "Bob");
+        assert_eq!(grant(run("tg_b", "alice", "BOB")).acting_as, "Bob");
+        let twice = Fake::default()
+            .basic("svc", "tg_s")
+            .with("contextuser", "bob")
+            .with("contextuser", "mallory");
+        assert_eq!(
+            status(&decide(&c, "GET", "/rest/x", twice)),
+            (400, "bad_request")
+        );
         assert_eq!(grant(run("tg_b", "alice", "ALICE")).acting_as, "alice");
         assert_eq!(status(&run("tg_b", "alice", "carol")), (403, "run_as"));
         assert_eq!(grant(run("tg_s", "svc", "anyone")).acting_as, "anyone");
