@@ -525,3 +525,53 @@ def assert_challenge(resp: Response, methods: str) -> None:
     has_bearer = re.search(r"(^|,\s*)Bearer\b", got) is not None
     assert has_basic == (methods in ("basic", "both")), got
     assert has_bearer == (methods in ("bearer", "both")), got
+
+
+# --------------------------------------------------------------------------- framing helpers
+
+
+def upstream_rq_total(env: "Envoy") -> int:
+    """Requests Envoy has started towards the `upstream` cluster (Envoy's own counter). It
+    counts a request as soon as its headers go upstream, so it proves "nothing reached the
+    upstream, not even the headers" where the demo upstream (which records complete requests)
+    cannot."""
+    name = "cluster.upstream.upstream_rq_total"
+    return env.stats("^" + re.escape(name) + "$").get(name, 0)
+
+
+def request_head(method: str, path: str, headers=(), host: str = "tokengate.test") -> bytes:
+    """An HTTP/1.1 request head (request line, Host, `headers` pairs as given, blank line)."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"] + [f"{k}: {v}" for (k, v) in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+
+
+def chunked(chunks, trailers=()) -> bytes:
+    """A chunked body: each element of `chunks` (bytes) one chunk, then the last chunk, the
+    trailer fields `trailers` ((name, value) pairs) and the final CRLF."""
+    out = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks if c)
+    out += b"0\r\n" + b"".join(f"{k}: {v}\r\n".encode() for (k, v) in trailers) + b"\r\n"
+    return out
+
+
+class OpenRequest:
+    """A request sent in parts on one connection: send(), then response(). Close with close()
+    or use as a context manager."""
+
+    def __init__(self, env: "Envoy", timeout: float = 10.0):
+        self.sock = socket.create_connection(("127.0.0.1", env.port), timeout=timeout)
+
+    def send(self, data: bytes) -> "OpenRequest":
+        self.sock.sendall(data)
+        return self
+
+    def response(self, head: bool = False) -> Response:
+        return _read_response(self.sock, head=head)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
