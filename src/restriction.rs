@@ -358,10 +358,16 @@ impl Restrictions {
                 outcome,
             });
         }
-        let allowed_by = lines
-            .iter()
-            .find(|r| r.outcome == Outcome::Matched)
-            .map(|r| r.line);
+        // As the filter decides: a line without JsonData wins without looking at the body;
+        // only when none matches does the body stage pick the lowest matching line.
+        let matched = |plain_only: bool| {
+            self.lines
+                .iter()
+                .zip(&lines)
+                .find(|(l, r)| r.outcome == Outcome::Matched && (!plain_only || l.json.is_empty()))
+                .map(|(l, _)| l.number)
+        };
+        let allowed_by = matched(true).or_else(|| matched(false));
         Explanation {
             unrestricted: self.lines.is_empty(),
             allowed_by,
@@ -375,7 +381,8 @@ impl Restrictions {
 pub struct Explanation {
     /// The token has no lines: everything is allowed.
     pub unrestricted: bool,
-    /// The line that allows the request (lowest matching), if any.
+    /// The line that allows the request, if any: the lowest matching line without JsonData
+    /// conditions, else the lowest matching line (the filter's `rule`).
     pub allowed_by: Option<usize>,
     /// One report per (non-blank) line, in order.
     pub lines: Vec<LineReport>,
@@ -1173,6 +1180,11 @@ mod tests {
         let x = rs.explain(&req("GET", "/rest/x"), Some(br#"{"a":{}}"#));
         assert_eq!(x.lines[4].outcome.to_string(), "JSON node `a.b` is missing");
         assert!(r(&[]).explain(&req("GET", "/x"), None).unrestricted);
+        // The filter's choice: a plain line wins over a lower JsonData line.
+        let rs = r(&["/rest/x[JsonData::a==1]", "/rest/x"]);
+        let x = rs.explain(&req("POST", "/rest/x"), Some(br#"{"a":1}"#));
+        assert_eq!(x.allowed_by, Some(2));
+        assert_eq!(head(&rs, "POST", "/rest/x"), H::Allow(Some(2)));
     }
 
     #[test]
