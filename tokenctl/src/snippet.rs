@@ -1,0 +1,175 @@
+//! curl and JavaScript snippets, and the YAML config entry `tokenctl new` prints.
+
+use serde_json::Value;
+
+use crate::yaml;
+
+/// How a snippet refers to the token: literally, or through an environment variable.
+pub enum Secret<'a> {
+    Literal(&'a str),
+    EnvVar(&'a str),
+}
+
+/// Quotes for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_./:@%+=,".contains(&c))
+    {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn js_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// `curl` for one request.
+pub fn curl(url: &str, user: Option<&str>, secret: &Secret<'_>, bearer: bool) -> String {
+    let url = shell_quote(url);
+    match (bearer, secret) {
+        (true, Secret::Literal(t)) => {
+            format!(
+                "curl -sS -H {} {url}",
+                shell_quote(&format!("Authorization: Bearer {t}"))
+            )
+        }
+        (true, Secret::EnvVar(v)) => {
+            format!("curl -sS -H \"Authorization: Bearer ${v}\" {url}")
+        }
+        (false, Secret::Literal(t)) => {
+            let user = user.unwrap_or("USERNAME");
+            format!("curl -sS -u {} {url}", shell_quote(&format!("{user}:{t}")))
+        }
+        (false, Secret::EnvVar(v)) => {
+            let user = user.unwrap_or("USERNAME");
+            // Double quotes so the shell expands the variable; escape what they would not keep.
+            let user: String = user
+                .chars()
+                .flat_map(|c| {
+                    let esc = matches!(c, '\\' | '"' | '$' | '`');
+                    esc.then_some('\\').into_iter().chain(std::iter::once(c))
+                })
+                .collect();
+            format!("curl -sS -u \"{user}:${v}\" {url}")
+        }
+    }
+}
+
+/// `fetch` (Node.js 18+ or a browser) for one request.
+pub fn javascript(url: &str, user: Option<&str>, secret: &Secret<'_>, bearer: bool) -> String {
+    let token = match secret {
+        Secret::Literal(t) => js_string(t),
+        Secret::EnvVar(v) => format!("process.env.{v}"),
+    };
+    let auth = if bearer {
+        match secret {
+            Secret::Literal(t) => js_string(&format!("Bearer {t}")),
+            Secret::EnvVar(_) => format!("\"Bearer \" + {token}"),
+        }
+    } else {
+        let user = user.unwrap_or("USERNAME");
+        if user.is_ascii() {
+            format!("\"Basic \" + btoa({} + \":\" + {token})", js_string(user))
+        } else {
+            // btoa() only takes Latin-1: encode UTF-8 first.
+            format!(
+                "\"Basic \" + btoa(String.fromCharCode(...new TextEncoder().encode({} + \":\" + {token})))",
+                js_string(user)
+            )
+        }
+    };
+    format!(
+        "const response = await fetch({}, {{\n  headers: {{ Authorization: {auth}, Accept: \"application/json\" }},\n}});\nconsole.log(response.status, await response.json());",
+        js_string(url)
+    )
+}
+
+/// A YAML scalar for a config value: plain when that reads back as the same string in every
+/// YAML reader (Envoy's, Kubernetes', PyYAML), double-quoted otherwise.
+pub fn yaml_scalar(s: &str) -> String {
+    let plain = s.bytes().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.@-".contains(&c))
+        && !yaml::plain_is_not_string(s);
+    if plain {
+        s.to_owned()
+    } else {
+        js_string(s)
+    }
+}
+
+/// A restriction line: single-quoted (regex backslashes stay as written).
+pub fn yaml_line(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        js_string(s)
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
+/// The token entry as a YAML list item, indented by `indent` spaces.
+pub fn yaml_entry(entry: &Value, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut out = String::new();
+    let mut first = true;
+    let keys = [
+        "id", "name", "user", "sha256", "expires", "ips", "run_as", "limit_to",
+    ];
+    for key in keys {
+        let Some(v) = entry.get(key) else { continue };
+        let lead = if first { "- " } else { "  " };
+        first = false;
+        match v {
+            Value::String(s) => out.push_str(&format!("{pad}{lead}{key}: {}\n", yaml_scalar(s))),
+            Value::Array(items) if key == "limit_to" => {
+                out.push_str(&format!("{pad}{lead}{key}:\n"));
+                for item in items.iter().filter_map(Value::as_str) {
+                    out.push_str(&format!("{pad}    - {}\n", yaml_line(item)));
+                }
+            }
+            Value::Array(items) => {
+                let list: Vec<String> = items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(js_string)
+                    .collect();
+                out.push_str(&format!("{pad}{lead}{key}: [{}]\n", list.join(", ")));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+        assert_eq!(shell_quote("https://x/rest?a=1"), "'https://x/rest?a=1'");
+        assert_eq!(yaml_scalar("ci-bot"), "ci-bot");
+        assert_eq!(yaml_scalar("yes"), "\"yes\"");
+        assert_eq!(
+            yaml_scalar("2027-01-01T00:00:00Z"),
+            "\"2027-01-01T00:00:00Z\""
+        );
+        assert_eq!(yaml_scalar("CI bot"), "\"CI bot\"");
+        assert_eq!(yaml_line(r"[get]/rest/a\d+'x"), r"'[get]/rest/a\d+''x'");
+    }
+
+    #[test]
+    fn entry_round_trips() {
+        let entry = serde_json::json!({
+            "id": "ci", "name": "CI: bot", "user": "no", "sha256": "ab",
+            "expires": "2027-01-01T00:00:00Z", "ips": ["10.0.0.0/8"], "run_as": ["*"],
+            "limit_to": ["[post].*/rest/api/2/issue/KANBAN-100/comment.*", "a'b\\d"],
+        });
+        let text = yaml_entry(&entry, 4);
+        let docs = yaml::parse(&text).unwrap();
+        assert_eq!(docs[0].to_json(), serde_json::json!([entry]));
+    }
+}
