@@ -75,17 +75,27 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 
 /// Formats Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_rfc3339_ms(unix_ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339_ms(&mut out, unix_ms);
+    out
+}
+
+/// Appends Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (the audit line writes it in
+/// place, without a separate allocation).
+pub fn push_rfc3339_ms(out: &mut String, unix_ms: i64) {
+    use std::fmt::Write as _;
     let secs = unix_ms.div_euclid(1000);
     let ms = unix_ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
+    let _ = write!(
+        out,
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
         sod / 3600,
         (sod / 60) % 60,
         sod % 60
-    )
+    );
 }
 
 fn is_leap(y: i64) -> bool {
