@@ -44,5 +44,12 @@ test: lint unit integration
 fmt:
 	cargo fmt --all
 
+# Coverage-guided fuzzing of the line parser and of request evaluation (not part of `make test`).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && cargo +nightly fuzz run restriction_parse -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && cargo +nightly fuzz run request_eval -- -max_total_time=$(FUZZ_SECONDS)
+
 clean:
 	rm -rf target dist $(VENV)

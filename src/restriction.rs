@@ -88,6 +88,15 @@ pub const KNOWN_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
 ];
 
+/// The bit of a request's method. Exact, unlike names in a METHODS group: Tomcat
+/// dispatches `get` and `GET` differently, so a line for `GET` must not admit `get`.
+fn request_method_bit(method: &str) -> Option<u16> {
+    KNOWN_METHODS
+        .iter()
+        .position(|m| *m == method)
+        .map(|i| 1u16 << i)
+}
+
 fn method_bit(name: &str) -> Option<u16> {
     KNOWN_METHODS
         .iter()
@@ -172,7 +181,7 @@ fn decoded_eq(raw: &str, want: &str) -> bool {
 impl Line {
     fn head<'r>(&self, req: &RequestView<'r>) -> Result<(), HeadFail<'r>> {
         if let Some(mask) = self.methods {
-            if !matches!(method_bit(req.method), Some(b) if mask & b != 0) {
+            if !matches!(request_method_bit(req.method), Some(b) if mask & b != 0) {
                 return Err(HeadFail::Method);
             }
         }
@@ -823,9 +832,10 @@ mod tests {
             head(&rs, "POST", "/rest/api/2/issue/KANBAN-100/comment"),
             H::Allow(Some(1))
         );
+        // The line's method names are case-insensitive; the request's method is exact.
         assert_eq!(
             head(&rs, "post", "/rest/api/2/issue/KANBAN-100/comment"),
-            H::Allow(Some(1))
+            H::Deny
         );
         assert_eq!(
             head(&rs, "GET", "/rest/api/2/issue/KANBAN-100/comment"),
