@@ -89,7 +89,16 @@ pub fn javascript(url: &str, user: Option<&str>, secret: &Secret<'_>, bearer: bo
 /// A YAML scalar for a config value: plain when that reads back as the same string in every
 /// YAML reader (Envoy's, Kubernetes', PyYAML), double-quoted otherwise.
 pub fn yaml_scalar(s: &str) -> String {
-    let plain = s.bytes().next().is_some_and(|c| c.is_ascii_alphabetic())
+    // A leading digit is fine only with a letter that no number spelling uses (a hex
+    // digest such as `5e88…da28` stays plain; `2027-01-01`, `1e5`, `0x1f` get quotes).
+    let starts_ok = match s.bytes().next() {
+        Some(c) if c.is_ascii_alphabetic() => true,
+        Some(c) if c.is_ascii_digit() => s
+            .bytes()
+            .any(|c| c.is_ascii_alphabetic() && !b"eExXoObB".contains(&c)),
+        _ => false,
+    };
+    let plain = starts_ok
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"_.@-".contains(&c))
         && !yaml::plain_is_not_string(s);
@@ -158,6 +167,9 @@ mod tests {
             "\"2027-01-01T00:00:00Z\""
         );
         assert_eq!(yaml_scalar("CI bot"), "\"CI bot\"");
+        assert_eq!(yaml_scalar("5e88da"), "5e88da");
+        assert_eq!(yaml_scalar("5e88"), "\"5e88\"");
+        assert_eq!(yaml_scalar("0x1f"), "\"0x1f\"");
         assert_eq!(yaml_line(r"[get]/rest/a\d+'x"), r"'[get]/rest/a\d+''x'");
     }
 
