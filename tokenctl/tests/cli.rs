@@ -1,4 +1,11 @@
 //! CLI tests: the built binary, every command and its error paths.
+// Test code: helpers outside #[test] functions may unwrap too (clippy.toml covers #[test] only).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::Write;
 use std::path::PathBuf;
