@@ -315,6 +315,12 @@ class AuditSink:
         class Handler(_QuietHandler):
             def do_POST(self):  # noqa: N802
                 body = _read_body(self)
+                if sink.server is not self.server:
+                    # Down (go_down), or a kept-alive connection from before it: answer nothing
+                    # and close, as a dead host would. Otherwise a client's pooled connection
+                    # would keep delivering through an outage.
+                    self.close_connection = True
+                    return
                 if self.path.split("?", 1)[0] != "/audit":
                     _send_json(self, 404, {"error": "not found"})
                     return
