@@ -6,7 +6,8 @@ ENVOY_BIN ?= $(abspath $(VENV)/bin/envoy)
 WASM := dist/tokengate.wasm
 export ENVOY_BIN
 
-.PHONY: all wasm venv run test unit integration lint fmt bench fuzz clean
+.PHONY: all wasm venv run test unit integration lint fmt bench fuzz clean \
+	deploy-tools hot-reload-config image compose-up compose-down compose-test
 
 all: wasm
 
@@ -32,7 +33,7 @@ run: venv wasm
 unit:
 	cargo test --workspace
 
-integration: venv wasm
+integration: venv wasm deploy-tools
 	$(PY) -m pytest -q tests/integration
 
 lint:
@@ -50,6 +51,47 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cd fuzz && cargo +nightly fuzz run restriction_parse -- -max_total_time=$(FUZZ_SECONDS)
 	cd fuzz && cargo +nightly fuzz run request_eval -- -max_total_time=$(FUZZ_SECONDS)
+
+# ---- operations (docs/operations.md)
+# Compose parser and skopeo for the deployment-file tests (Debian packages; no Docker engine).
+deploy-tools:
+	@scripts/ensure-deploy-tools.sh
+
+# envoy/envoy-hot-reload.yaml is generated from envoy/envoy.yaml (the tokengate filter by ECDS).
+hot-reload-config: venv
+	$(PY) scripts/publish-tokens.py render
+
+# OCI image for Istio (FROM scratch, plugin.wasm) as dist/oci + dist/tokengate-oci.tar.
+image: wasm
+	python3 scripts/oci-image.py
+
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+compose-up: wasm
+	mkdir -p .run/compose
+	$(COMPOSE) up -d
+
+compose-down:
+	$(COMPOSE) down
+
+# The compose stack's integration tests (needs a Docker engine), then the stack goes down.
+compose-test: venv compose-up
+	TOKENGATE_COMPOSE=1 $(PY) -m pytest -q tests/integration/test_compose.py; rc=$$?; $(COMPOSE) down; exit $$rc
+
+# Benchmarks (not part of `make test`): native core micro-benchmarks, then Envoy with no filter,
+# native filters, the empty wasm filter and tokengate; writes BENCHMARKS.md. Run length:
+# BENCH_ROUNDS, BENCH_SECONDS (see scripts/bench.py).
+EMPTY_WASM := dist/bench/empty-filter.wasm
+$(EMPTY_WASM): bench/empty-filter/src/lib.rs bench/empty-filter/Cargo.toml scripts/build-wasm.sh
+	scripts/build-wasm.sh empty-filter $(EMPTY_WASM) bench/empty-filter/Cargo.toml
+
+bench: venv wasm $(EMPTY_WASM)
+	@need=""; for t in hey wrk; do command -v $$t >/dev/null || need="$$need $$t"; done; \
+	if [ -n "$$need" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	  echo "bench: installing$$need"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	fi
+	$(PY) scripts/bench.py
 
 clean:
 	rm -rf target dist $(VENV)
