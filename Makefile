@@ -6,7 +6,7 @@ ENVOY_BIN ?= $(abspath $(VENV)/bin/envoy)
 WASM := dist/tokengate.wasm
 export ENVOY_BIN
 
-.PHONY: all wasm venv run test unit integration lint fmt bench fuzz clean \
+.PHONY: all wasm venv run test unit integration lint fmt bench fuzz clean tokenctl \
 	deploy-tools hot-reload-config image compose-up compose-down compose-test
 
 all: wasm
@@ -33,7 +33,11 @@ run: venv wasm
 unit:
 	cargo test --workspace
 
-integration: venv wasm deploy-tools
+# The differential test (tests/integration/test_tokenctl_differential.py) runs target/debug/tokenctl.
+tokenctl:
+	cargo build -p tokenctl
+
+integration: venv wasm deploy-tools tokenctl
 	$(PY) -m pytest -q tests/integration
 
 lint:
