@@ -39,7 +39,12 @@ fn tmp(name: &str, content: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tokenctl-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
-    std::fs::write(&p, content).unwrap();
+    // Tests run in parallel and may write the same file: replace it atomically.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let part = dir.join(format!("{name}.{n}.part"));
+    std::fs::write(&part, content).unwrap();
+    std::fs::rename(&part, &p).unwrap();
     p
 }
 
