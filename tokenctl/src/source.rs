@@ -154,14 +154,33 @@ pub fn discover(text: &str) -> Result<Vec<Source>, Unreadable> {
         }
     }
     if found.is_empty() && envoy_like {
-        return Err(Unreadable {
-            pos: None,
-            message:
-                "no tokengate filter found: expected an envoy.extensions.filters.http.wasm.v3.Wasm \
-                      filter whose config names tokengate (name, root_id, vm_id or code filename), \
-                      or a WasmPlugin with spec.pluginConfig"
-                    .into(),
-        });
+        // ECDS: the filter's config lives in the file a config_discovery source names.
+        let mut ecds: Vec<String> = Vec::new();
+        for doc in &docs {
+            doc.walk(&mut |n| {
+                if let Some(p) = n
+                    .get("config_discovery")
+                    .and_then(|c| c.get("config_source"))
+                    .and_then(|c| c.get("path_config_source"))
+                    .and_then(|c| c.get("path"))
+                    .and_then(Node::as_str)
+                {
+                    ecds.push(p.to_owned());
+                }
+            });
+        }
+        let message = if ecds.is_empty() {
+            "no tokengate filter found: expected an envoy.extensions.filters.http.wasm.v3.Wasm \
+             filter whose config names tokengate (name, root_id, vm_id or code filename), \
+             or a WasmPlugin with spec.pluginConfig"
+                .to_owned()
+        } else {
+            format!(
+                "this Envoy config loads its filter configuration through ECDS (config_discovery): check {} instead",
+                ecds.join(", ")
+            )
+        };
+        return Err(Unreadable { pos: None, message });
     }
     if found.is_empty() {
         let Some(doc) = docs.into_iter().next() else {
