@@ -4,15 +4,25 @@
 //! a config update leaves in-flight requests on the set they started with) and a small
 //! per-stream object. Host calls go through `proxy_wasm::hostcalls`, whose `Result`s are
 //! handled here: the trait helpers of the SDK unwrap them, and a panic traps the VM.
+//!
+//! Audit (SPEC §11): a stream begins its line when the filter decides and finishes it in
+//! `on_log`, then queues it in its root context's [`audit::Queue`] (shared by `Rc<RefCell>`).
+//! Only the root context sends: HTTP calls made from a stream die with the stream, and their
+//! answers come back to the context that made them. The root flushes on its tick; a stream
+//! that fills a batch shortens the root's tick to 1 ms (the tick period belongs to the root
+//! context whichever context sets it) and the root puts it back.
 
+use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
+use crate::audit::{self, Entry, PartialLine, Queue};
 use crate::config::{self, Config};
+use crate::ip;
 use crate::policy::{self, Decision, Grant, Pending, Reason, Refusal, RequestHeaders};
 use crate::reply;
 
@@ -25,6 +35,14 @@ fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
+/// Host clock in Unix ms; `None` without one.
+fn host_now_ms() -> Option<i64> {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+}
+
 /// Counter ids (SPEC §12). Defined once per VM; a failed definition disables that counter.
 #[derive(Default)]
 struct Metrics {
@@ -32,6 +50,14 @@ struct Metrics {
     denied: Option<u32>,
     passthrough: Option<u32>,
     by_reason: Vec<(Reason, Option<u32>)>,
+    /// Audit lines delivered (2xx).
+    audit_sent: Option<u32>,
+    /// Failed delivery attempts (batches).
+    audit_failed: Option<u32>,
+    /// Audit lines given up on (queue full, or undeliverable when a root context closed).
+    audit_dropped: Option<u32>,
+    /// Gauge: lines held. Moved by deltas, so the gauge Envoy keeps per name sums the workers.
+    audit_queued: Option<u32>,
 }
 
 impl Metrics {
@@ -45,12 +71,33 @@ impl Metrics {
                 .iter()
                 .map(|r| (*r, counter(&format!("tokengate.denied.{}", r.as_str()))))
                 .collect(),
+            audit_sent: counter("tokengate.audit.sent"),
+            audit_failed: counter("tokengate.audit.failed"),
+            audit_dropped: counter("tokengate.audit.dropped"),
+            audit_queued: hostcalls::define_metric(MetricType::Gauge, "tokengate.audit.queued")
+                .ok(),
         }
     }
 
     fn bump(id: Option<u32>) {
+        Self::add(id, 1);
+    }
+
+    /// Counters only move up: the SDK panics on a zero or negative increment.
+    fn add(id: Option<u32>, n: u64) {
+        if let (Some(id), Ok(n)) = (id, i64::try_from(n)) {
+            if n > 0 {
+                let _ = hostcalls::increment_metric(id, n);
+            }
+        }
+    }
+
+    /// Gauge by delta (never zero).
+    fn shift(id: Option<u32>, delta: i64) {
         if let Some(id) = id {
-            let _ = hostcalls::increment_metric(id, 1);
+            if delta != 0 {
+                let _ = hostcalls::increment_metric(id, delta);
+            }
         }
     }
 
@@ -65,13 +112,245 @@ impl Metrics {
     }
 }
 
+/// Audit delivery state of one root context, shared with its streams.
+#[derive(Default)]
+struct AuditState {
+    /// `None` without an `audit` section: lines go to the Envoy log.
+    queue: Option<Queue>,
+    /// The root's tick period as last set, in ms (0: none).
+    tick_ms: u64,
+    /// The queue length the gauge was last moved to.
+    reported_queued: usize,
+    /// The root context is gone (or going): late lines go to the Envoy log.
+    closed: bool,
+}
+
+type SharedAudit = Rc<RefCell<AuditState>>;
+
+/// Writes an audit line to the Envoy log (no `audit` section, or no queue left to take it).
+fn log_line(prefix: &str, line: &str) {
+    log(
+        LogLevel::Info,
+        &format!("tokengate audit{prefix}: {}", line.trim_end()),
+    );
+}
+
 #[derive(Default)]
 struct Root {
     config: Option<Rc<Config>>,
     metrics: Option<Rc<Metrics>>,
+    audit: SharedAudit,
+    /// Set by `on_done` when a final flush is under way: give up at this time.
+    closing_deadline_ms: Option<i64>,
+    /// `on_done` answered false: the host waits for `done`.
+    awaiting_done: bool,
 }
 
-impl Context for Root {}
+impl Root {
+    fn metrics(&self) -> Rc<Metrics> {
+        self.metrics.clone().unwrap_or_default()
+    }
+
+    /// Sets up (or keeps) the queue for a newly loaded config.
+    fn configure_audit(&mut self, cfg: &Config, now_ms: i64) {
+        let Ok(mut st) = self.audit.try_borrow_mut() else {
+            return;
+        };
+        match (&cfg.audit, st.queue.as_mut()) {
+            (Some(a), Some(q)) => q.set_limits(audit::Limits::from(a)),
+            (Some(a), None) => st.queue = Some(Queue::new(audit::Limits::from(a), now_ms)),
+            (None, Some(_)) => {
+                // Audit switched off: what is still held goes to the Envoy log.
+                if let Some(mut q) = st.queue.take() {
+                    for line in q.abandon() {
+                        log_line(" (audit switched off)", &line);
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+impl Root {
+    /// Sends what is due, moves the audit counters and gauge, re-arms the tick, and finishes a
+    /// closing root context. Runs in the root context (tick, call answers, configure, done),
+    /// so the answer to a call comes back here.
+    fn pump(&mut self, now_ms: i64) {
+        let Some(cfg) = self.config.clone() else {
+            return;
+        };
+        let Some(dest) = cfg.audit.as_ref() else {
+            return;
+        };
+        let metrics = self.metrics();
+        let Ok(mut st) = self.audit.try_borrow_mut() else {
+            return;
+        };
+        let st = &mut *st;
+        let Some(q) = st.queue.as_mut() else {
+            return;
+        };
+        if let Some(batch) = q.poll(now_ms) {
+            let headers = vec![
+                (":method", "POST"),
+                (":path", dest.path.as_str()),
+                (":authority", dest.authority.as_str()),
+                ("content-type", "application/x-ndjson"),
+            ];
+            let timeout = Duration::from_millis(dest.timeout_ms);
+            match hostcalls::dispatch_http_call(
+                &dest.cluster,
+                headers,
+                Some(batch.body.as_bytes()),
+                vec![],
+                timeout,
+            ) {
+                Ok(token) => q.dispatched(token),
+                Err(status) => {
+                    let outcome = q.complete(None, false, now_ms);
+                    Metrics::add(metrics.audit_failed, outcome.failed);
+                    if q.failures() == 1 {
+                        log(
+                            LogLevel::Warn,
+                            &format!(
+                                "tokengate: audit batch of {} line(s) could not be sent to cluster `{}` ({status:?}); retrying with backoff",
+                                batch.lines, dest.cluster
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if q.is_closing() {
+            let expired = self.closing_deadline_ms.is_some_and(|d| now_ms >= d);
+            // A closing root context tries once: a failure ends it too.
+            if q.is_drained() || expired || (q.failures() > 0 && !q.in_flight()) {
+                let left = q.abandon();
+                if !left.is_empty() {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "tokengate: audit: {} line(s) could not be delivered before the configuration was replaced; they follow",
+                            left.len()
+                        ),
+                    );
+                    Metrics::add(metrics.audit_dropped, left.len() as u64);
+                    for line in &left {
+                        log_line(" (undelivered)", line);
+                    }
+                }
+                Self::sync_gauge(&metrics, 0, &mut st.reported_queued);
+                st.closed = true;
+                self.closing_deadline_ms = None;
+                if self.awaiting_done {
+                    self.awaiting_done = false;
+                    let _ = hostcalls::done();
+                }
+                return;
+            }
+        }
+        let wake = u64::try_from(q.next_wake_ms(now_ms)).unwrap_or(1);
+        Self::sync_gauge(&metrics, q.len(), &mut st.reported_queued);
+        if wake != st.tick_ms && hostcalls::set_tick_period(Duration::from_millis(wake)).is_ok() {
+            st.tick_ms = wake;
+        }
+    }
+
+    fn sync_gauge(metrics: &Metrics, len: usize, reported: &mut usize) {
+        let delta =
+            i64::try_from(len).unwrap_or(i64::MAX) - i64::try_from(*reported).unwrap_or(i64::MAX);
+        Metrics::shift(metrics.audit_queued, delta);
+        *reported = len;
+    }
+}
+
+impl Context for Root {
+    /// Config replaced or VM shutting down: one last flush of what is held. `false` keeps the
+    /// context alive until the flush is answered; `pump` then calls `done`.
+    fn on_done(&mut self) -> bool {
+        let now = host_now_ms().unwrap_or(0);
+        let timeout_ms = self
+            .config
+            .as_ref()
+            .and_then(|c| c.audit.as_ref())
+            .map_or(0, |a| i64::try_from(a.timeout_ms).unwrap_or(i64::MAX));
+        let busy = match self.audit.try_borrow_mut() {
+            Ok(mut st) => match st.queue.as_mut() {
+                Some(q) if !q.is_drained() => {
+                    q.close();
+                    true
+                }
+                _ => {
+                    st.closed = true;
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        if !busy {
+            return true;
+        }
+        self.closing_deadline_ms = Some(
+            now.saturating_add(if timeout_ms > 0 { timeout_ms } else { 5_000 })
+                .saturating_add(audit::IN_FLIGHT_GRACE_MS),
+        );
+        self.pump(now);
+        let finished = self.audit.try_borrow().map_or(true, |st| st.closed);
+        // Otherwise pump calls done() once the last batch is answered or given up on.
+        self.awaiting_done = !finished;
+        finished
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        _body_size: usize,
+        _num_trailers: usize,
+    ) {
+        // No `:status` (reset, timeout, no upstream) is a failure like a non-2xx one.
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        let ok = status
+            .as_deref()
+            .and_then(|s| s.parse::<u16>().ok())
+            .is_some_and(|s| (200..300).contains(&s));
+        let now = host_now_ms().unwrap_or(0);
+        let metrics = self.metrics();
+        if let Ok(mut st) = self.audit.try_borrow_mut() {
+            if let Some(q) = st.queue.as_mut() {
+                let outcome = q.complete(Some(token_id), ok, now);
+                Metrics::add(metrics.audit_sent, outcome.sent);
+                Metrics::add(metrics.audit_failed, outcome.failed);
+                let cluster = self
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.audit.as_ref())
+                    .map_or("", |a| a.cluster.as_str());
+                if outcome.failed > 0 && q.failures() == 1 {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "tokengate: audit sink (cluster `{cluster}`) answered {}; retrying with backoff, {} line(s) queued",
+                            status.as_deref().unwrap_or("nothing"),
+                            q.len()
+                        ),
+                    );
+                } else if outcome.recovered {
+                    log(
+                        LogLevel::Info,
+                        &format!(
+                            "tokengate: audit sink (cluster `{cluster}`) accepts batches again"
+                        ),
+                    );
+                }
+            }
+        }
+        self.pump(now);
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -88,10 +367,13 @@ impl RootContext for Root {
                         cfg.tokens.len()
                     ),
                 );
+                let now = host_now_ms().unwrap_or(0);
+                self.configure_audit(&cfg, now);
                 self.config = Some(Rc::new(cfg));
                 if self.metrics.is_none() {
                     self.metrics = Some(Rc::new(Metrics::define()));
                 }
+                self.pump(now);
                 true
             }
             Err(e) => {
@@ -105,6 +387,10 @@ impl RootContext for Root {
         }
     }
 
+    fn on_tick(&mut self) {
+        self.pump(host_now_ms().unwrap_or(0));
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Without a config (never loaded) a stream must not pass unchecked: refuse all.
         Some(Box::new(Stream {
@@ -112,6 +398,10 @@ impl RootContext for Root {
             metrics: self.metrics.clone().unwrap_or_default(),
             pending: None,
             body_size: 0,
+            audit: self.audit.clone(),
+            start_ms: 0,
+            line: None,
+            held: None,
         }))
     }
 
@@ -145,27 +435,99 @@ impl RequestHeaders for HostHeaders {
     }
 }
 
+/// What the audit line needs of the request line, as received.
+struct ReqLine<'a> {
+    method: &'a str,
+    /// `:path`, query included.
+    target: &'a str,
+    /// `x-request-id`.
+    request_id: Option<&'a [u8]>,
+}
+
+/// The request line kept while a body is buffered (headers are read in the headers callback).
+struct Held {
+    method: String,
+    target: String,
+    request_id: Option<Vec<u8>>,
+}
+
+impl Held {
+    fn req(&self) -> ReqLine<'_> {
+        ReqLine {
+            method: &self.method,
+            target: &self.target,
+            request_id: self.request_id.as_deref(),
+        }
+    }
+}
+
+/// The decision as the audit line records it.
+struct Verdict<'a> {
+    token: Option<usize>,
+    user: Option<&'a str>,
+    acting_as: Option<&'a str>,
+    allowed: bool,
+    reason: &'a str,
+    rule: Option<usize>,
+}
+
 struct Stream {
     config: Option<Rc<Config>>,
     metrics: Rc<Metrics>,
     /// Set while the body of a request is being buffered for a JsonData decision.
     pending: Option<Pending>,
     body_size: usize,
+    audit: SharedAudit,
+    /// Start of the request (Unix ms, host clock).
+    start_ms: i64,
+    /// The audit line, begun when the filter decided; finished and queued in `on_log`.
+    line: Option<PartialLine>,
+    /// The request line of a request whose body is being buffered.
+    held: Option<Held>,
 }
 
 impl Context for Stream {}
 
 impl Stream {
-    fn now_ms() -> i64 {
-        // Without a clock every expiring token counts as expired: fail closed.
-        hostcalls::get_current_time()
+    /// Begins the audit line of a decided request (SPEC §11).
+    fn begin_audit(&mut self, config: &Config, req: &ReqLine, v: &Verdict) {
+        let token = v.token.and_then(|i| config.tokens.get(i));
+        let request_id = req.request_id.map(String::from_utf8_lossy);
+        let client_ip = hostcalls::get_property(vec!["source", "address"])
             .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .and_then(|d| i64::try_from(d.as_millis()).ok())
-            .unwrap_or(i64::MAX)
+            .flatten()
+            .and_then(|a| String::from_utf8(a).ok())
+            .and_then(|a| ip::parse_source_address(&a));
+        let entry = Entry {
+            ts_ms: self.start_ms,
+            request_id: request_id.as_deref(),
+            token_id: token.map(|t| t.id.as_str()),
+            token_name: token.map(|t| t.name.as_str()),
+            user: v.user,
+            acting_as: v.acting_as,
+            client_ip,
+            method: req.method,
+            target: req.target,
+            allowed: v.allowed,
+            reason: v.reason,
+            rule: v.rule,
+        };
+        self.line = Some(entry.begin());
     }
 
-    fn deny(&mut self, config: &Config, refusal: &Refusal) -> Action {
+    fn deny(&mut self, config: &Config, refusal: &Refusal, req: &ReqLine) -> Action {
+        self.begin_audit(
+            config,
+            req,
+            &Verdict {
+                token: refusal.subject.token,
+                user: refusal.subject.user.as_deref(),
+                acting_as: None,
+                allowed: false,
+                reason: refusal.reason.as_str(),
+                rule: None,
+            },
+        );
         self.metrics.denied(refusal.reason);
         self.set_state(
             config,
@@ -195,7 +557,7 @@ impl Stream {
 
     /// Rewrites the identity for the upstream (SPEC §9). If any header change fails, the
     /// request is refused rather than forwarded half-rewritten.
-    fn allow(&mut self, config: &Config, grant: &Grant) -> Action {
+    fn allow(&mut self, config: &Config, grant: &Grant, req: &ReqLine) -> Action {
         let id = &config.identity;
         let upstream_auth = policy::upstream_authorization(config, &grant.acting_as);
         let rewritten = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization")
@@ -223,6 +585,19 @@ impl Stream {
                 LogLevel::Error,
                 "tokengate: could not rewrite request headers; refusing",
             );
+            // Not a policy refusal: the line says so (status 500), with no reason of §11.
+            self.begin_audit(
+                config,
+                req,
+                &Verdict {
+                    token: Some(grant.token),
+                    user: Some(&grant.user),
+                    acting_as: None,
+                    allowed: false,
+                    reason: "internal_error",
+                    rule: None,
+                },
+            );
             let _ = hostcalls::send_http_response(
                 500,
                 vec![("content-type", reply::CONTENT_TYPE)],
@@ -230,6 +605,18 @@ impl Stream {
             );
             return Action::Pause;
         }
+        self.begin_audit(
+            config,
+            req,
+            &Verdict {
+                token: Some(grant.token),
+                user: Some(&grant.user),
+                acting_as: Some(&grant.acting_as),
+                allowed: true,
+                reason: Reason::Ok.as_str(),
+                rule: grant.rule,
+            },
+        );
         Metrics::bump(self.metrics.allowed);
         self.set_state(
             config,
@@ -268,6 +655,11 @@ impl Stream {
         let Some(pending) = self.pending.take() else {
             return Action::Continue;
         };
+        let held = self.held.take().unwrap_or(Held {
+            method: String::new(),
+            target: String::new(),
+            request_id: None,
+        });
         let body = if self.body_size == 0 {
             Vec::new()
         } else {
@@ -283,13 +675,13 @@ impl Stream {
                             user: Some(pending.grant.user.clone()),
                         },
                     };
-                    return self.deny(config, &refusal);
+                    return self.deny(config, &refusal, &held.req());
                 }
             }
         };
         match policy::decide_body(config, &pending, &body) {
-            Ok(grant) => self.allow(config, &grant),
-            Err(refusal) => self.deny(config, &refusal),
+            Ok(grant) => self.allow(config, &grant, &held.req()),
+            Err(refusal) => self.deny(config, &refusal, &held.req()),
         }
     }
 }
@@ -329,21 +721,39 @@ impl HttpContext for Stream {
         // therefore merge two different targets.
         let method = String::from_utf8_lossy(&method);
         let target = String::from_utf8_lossy(&target);
-        match policy::decide_headers(
+        let now = host_now_ms();
+        // Without a clock every expiring token counts as expired: fail closed.
+        let decision = policy::decide_headers(
             &config,
             &method,
             &target,
             &mut headers,
-            Self::now_ms(),
+            now.unwrap_or(i64::MAX),
             end_of_stream,
-        ) {
-            Decision::Pass => {
-                Metrics::bump(self.metrics.passthrough);
-                Action::Continue
-            }
-            Decision::Allow(grant) => self.allow(&config, &grant),
-            Decision::Deny(refusal) => self.deny(&config, &refusal),
+        );
+        if decision == Decision::Pass {
+            Metrics::bump(self.metrics.passthrough);
+            return Action::Continue;
+        }
+        // Decided (or to be decided on the body): audited, so read what the line needs
+        // while the headers are held.
+        self.start_ms = now.unwrap_or(0);
+        let request_id = headers.header("x-request-id");
+        let req = ReqLine {
+            method: &method,
+            target: &target,
+            request_id: request_id.as_deref(),
+        };
+        match decision {
+            Decision::Pass => Action::Continue,
+            Decision::Allow(grant) => self.allow(&config, &grant, &req),
+            Decision::Deny(refusal) => self.deny(&config, &refusal, &req),
             Decision::Buffer(pending) => {
+                self.held = Some(Held {
+                    method: method.into_owned(),
+                    target: target.into_owned(),
+                    request_id,
+                });
                 self.pending = Some(pending);
                 Action::Pause
             }
@@ -369,7 +779,12 @@ impl HttpContext for Stream {
                         user: Some(pending.grant.user),
                     },
                 };
-                return self.deny(&config, &refusal);
+                let held = self.held.take().unwrap_or(Held {
+                    method: String::new(),
+                    target: String::new(),
+                    request_id: None,
+                });
+                return self.deny(&config, &refusal, &held.req());
             }
         }
         if !end_of_stream {
@@ -387,5 +802,41 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         self.finish_body(&config)
+    }
+
+    /// The stream ended: finish the audit line with the status sent downstream and the
+    /// duration, and queue it. Pass-through requests have no line and cost nothing here.
+    fn on_log(&mut self) {
+        let Some(partial) = self.line.take() else {
+            return;
+        };
+        // Envoy hands `response.code` over as a little-endian int64; absent: no response.
+        let status = hostcalls::get_property(vec!["response", "code"])
+            .ok()
+            .flatten()
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(i64::from_le_bytes)
+            .and_then(|c| u32::try_from(c).ok())
+            .filter(|c| *c > 0);
+        let now = host_now_ms().unwrap_or(self.start_ms);
+        let line = partial.finish(status, now.saturating_sub(self.start_ms));
+        let Ok(mut st) = self.audit.try_borrow_mut() else {
+            log_line("", &line);
+            return;
+        };
+        let st = &mut *st;
+        let queue = if st.closed { None } else { st.queue.as_mut() };
+        let Some(q) = queue else {
+            log_line("", &line);
+            return;
+        };
+        Metrics::add(self.metrics.audit_dropped, q.push(line));
+        // A full batch: have the root's tick fire now rather than at the flush interval.
+        if q.wants_kick()
+            && st.tick_ms != 1
+            && hostcalls::set_tick_period(Duration::from_millis(1)).is_ok()
+        {
+            st.tick_ms = 1;
+        }
     }
 }
