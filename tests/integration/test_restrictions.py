@@ -344,6 +344,7 @@ JSON_CASES = [
     ('{"editable":false}', 200),
     ('{"editable":"false"}', 200),
     ('{"editable":"\\u0066alse"}', 200),  # the decoded string
+    ('{"\\u0065ditable":false}', 200),  # the decoded member name
     (' \r\n\t{ "editable" : false } \n', 200),
     ('{"name":"a","nested":{"editable":true},"editable":false}', 200),
     ('{"editable":true}', 403),
@@ -416,6 +417,7 @@ def test_json_depth_64_ok_65_refused(env, demo):
 @pytest.mark.parametrize("body,expect", [
     ('{"fields":{"project":{"key":"JRA"},"summary":"s"}}', 200),
     ('{"fields":{"summary":"s","project":{"id":"1","key":"JRA"}}}', 200),
+    ('{"fields":{"pro\\u006aect":{"k\\u0065y":"JRA"}}}', 200),  # decoded member names
     ('{"fields":{"project":{"key":"ABC"}}}', 403),
     ('{"fields":{"project":{"key":"JRA "}}}', 403),
     ('{"fields":{"project":{"key":["JRA"]}}}', 403),
@@ -594,6 +596,27 @@ def test_get_to_a_header_only_path_is_not_buffered(env, demo):
     allowed(r, demo, "getonly", "GET", "/rest/api/2/myself", b"x" * (5 * MAX_BODY))
 
 
+@pytest.mark.parametrize("framing", [
+    [("Content-Length", "18"), ("Transfer-Encoding", "chunked")],
+    [("Content-Length", "18"), ("Content-Length", "30")],
+    [("Transfer-Encoding", "chunked, identity")],
+], ids=["cl-and-te", "two-cl", "te-not-chunked-last"])
+def test_ambiguous_framing_never_reaches_the_upstream(env, demo, framing):
+    """Request smuggling shapes: whoever refuses (Envoy's codec or the filter), nothing goes
+    upstream and no half-read body is judged."""
+    before = Upstream(env, demo)
+    data = request_head("POST", NF, [auth_header("newfilter"), JSON_CT, *framing, ("Connection", "close")])
+    data += chunked([b'{"editable":false}']) if any("chunked" in v for _, v in framing) else b'{"editable":false}'
+    try:
+        r = env.raw(data, timeout=5)
+    except (harness.HarnessError, OSError):
+        r = None  # connection closed without an answer
+    if r is not None:
+        assert 400 <= r.status < 500 or r.status == 501, r  # Envoy: 501 for an unknown transfer coding
+    assert demo.upstream.requests == []
+    before.unchanged()
+
+
 def test_bodiless_request_to_a_json_line_is_refused(env, demo):
     """GET /rest/api/2/filter with the filter-creation token: the JsonData line's head matches
     but there is no body, so no node exists and the line cannot match. Refused, nothing
@@ -607,17 +630,17 @@ def test_bodiless_request_to_a_json_line_is_refused(env, demo):
 # --------------------------------------------------------------------------- split bodies, held headers
 
 
-@pytest.mark.parametrize("parts,expect", [
-    ([b'{"edit', b'able":false}'], 200),
-    ([b'{"editable":', b'false}'], 200),
-    ([b'{"editable":false', b',"editable":true}'], 400),  # the duplicate arrives in the second part
-    ([b'{"editable":', b'true}'], 403),
-    ([b'{"editable":"\\u00', b'66alse"}'], 200),  # an escape split across parts
-    ([b'{"editable":false,"s":"\xc3', b'\xa9"}'], 200),  # a UTF-8 sequence split across parts
-], ids=["split-name", "split-value", "split-duplicate", "split-deny", "split-escape", "split-utf8"])
-def test_body_in_two_chunks_one_second_apart(env, demo, parts, expect):
+@pytest.mark.parametrize("parts,expect,pause", [
+    ([b'{"edit', b'able":false}'], 200, 1.0),
+    ([b'{"editable":false', b',"editable":true}'], 400, 1.0),  # the duplicate arrives in the second part
+    ([b'{"editable":', b'false}'], 200, 0.2),
+    ([b'{"editable":', b'true}'], 403, 0.2),
+    ([b'{"editable":"\\u00', b'66alse"}'], 200, 0.2),  # an escape split across parts
+    ([b'{"editable":false,"s":"\xc3', b'\xa9"}'], 200, 0.2),  # a UTF-8 sequence split across parts
+], ids=["split-name", "split-duplicate", "split-value", "split-deny", "split-escape", "split-utf8"])
+def test_body_in_two_parts_apart(env, demo, parts, expect, pause):
     """Headers are held while the body is read: the upstream sees nothing until the decision,
-    which is taken on the whole body."""
+    which is taken on the whole body (the first two: parts 1 s apart)."""
     body = b"".join(parts)
     for framing in ("content-length", "chunked"):
         demo.reset()
@@ -631,7 +654,7 @@ def test_body_in_two_chunks_one_second_apart(env, demo, parts, expect):
             first, second = parts
         with OpenRequest(env) as req:
             req.send(request_head("POST", NF, hdrs) + first)
-            time.sleep(0.5 if framing == "chunked" else 1.0)
+            time.sleep(pause)
             before.unchanged()  # nothing upstream while the body is incomplete, not even headers
             r = req.send(second).response()
         if expect == 200:
@@ -694,24 +717,20 @@ def _bad_config(lines, as_text=False):
 
 
 BAD_LINES = [
-    # (lines, index j of the bad line, expected column or None, words the message must contain)
-    ([".*/rest/api/2/issue/JRA.*", "[get]/rest/(?<=x)api"], 1, 12, "look-behind"),
-    (["[gte]/rest/api/2/myself"], 0, 2, "gte"),
-    (["[get]/rest/.*", "/rest/.*", "[get]"], 2, None, "empty URL"),
-    (["[get]   [QueryParam::a==b]"], 0, None, "empty URL"),
-    (["/rest/(a|b"], 0, None, None),
-    ([".*/rest/.*[QueryParam::a==(?=x)]"], 0, None, "look-ahead"),
-    (["/rest/(a)\\1"], 0, None, None),  # back-reference
-    (["/rest/a++"], 0, None, None),  # possessive
+    # (id, lines, index j of the bad line, expected column or None, words the message must contain)
+    ("look-behind", [".*/rest/api/2/issue/JRA.*", "[get]/rest/(?<=x)api"], 1, 12, "look-behind"),
+    ("unknown-method", ["[gte]/rest/api/2/myself"], 0, 2, "gte"),
+    ("empty-url", ["[get]/rest/.*", "/rest/.*", "[get]"], 2, None, "empty URL"),
+    ("lookahead-in-condition", [".*/rest/.*[QueryParam::a==(?=x)]"], 0, 27, "look-ahead"),
+    ("back-reference", ["/rest/(a)\\1"], 0, None, None),
+    ("possessive", ["/rest/a++"], 0, None, None),
 ]
-BAD_IDS = ["look-behind", "unknown-method", "empty-url", "empty-url-with-condition", "unbalanced",
-           "lookahead-in-cond", "backref", "possessive"]
-# limit_to as one string with newlines: the same field and numbering (first four cases)
-BAD_CASES = [(*c, False) for c in BAD_LINES] + [(*c, True) for c in BAD_LINES[:4]]
+# limit_to as one string with newlines: the same field and numbering
+BAD_CASES = [pytest.param(*c[1:], False, id=c[0]) for c in BAD_LINES] + \
+    [pytest.param(*c[1:], True, id=c[0] + "-one-string") for c in BAD_LINES[:3]]
 
 
-@pytest.mark.parametrize("lines,j,column,words,as_text", BAD_CASES,
-                         ids=BAD_IDS + [i + "-one-string" for i in BAD_IDS[:4]])
+@pytest.mark.parametrize("lines,j,column,words,as_text", BAD_CASES)
 def test_bad_restriction_line_stops_envoy(envoys, lines, j, column, words, as_text):
     rc, log = envoys.expect_start_failure(_bad_config(lines, as_text=as_text))
     assert rc is not None and rc != 0, f"Envoy accepted a bad restriction line; log:\n{log[-3000:]}"
