@@ -745,3 +745,40 @@ def test_bad_restriction_line_stops_envoy(envoys, lines, j, column, words, as_te
         assert int(m.group(2)) == column, line
     if words is not None:
         assert words.lower() in line.lower(), line
+
+
+# --------------------------------------------------------------------------- request-line shapes
+
+
+@pytest.mark.parametrize("target,expect,upstream_path", [
+    ("http://tokengate.test/rest/api/2/issue/JRA-1", 200, "/rest/api/2/issue/JRA-1"),
+    ("http://tokengate.test/rest/api/2/issue/ABC-1", 403, None),
+    ("http://tokengate.test/rest/api/2/issue/JRA-1;x=1", 400, None),
+], ids=["allowed", "other-issue", "path-parameter"])
+def test_absolute_form_target_is_judged_by_its_path(env, demo, target, expect, upstream_path):
+    before = Upstream(env, demo)
+    r = env.raw(request_head("GET", target, [auth_header("jra"), ("Connection", "close")]))
+    if expect == 200:
+        allowed(r, demo, "jra", "GET", upstream_path)
+    else:
+        refused(r, env, demo, expect, before=before)
+
+
+def test_encoded_question_mark_is_part_of_the_path_not_a_query(env, demo):
+    """`%3F` decodes to a `?` inside the path (Tomcat's reading): no query parameter."""
+    check(env, demo, "filters", "GET", "/rest/extender/1.0/filter/user/admin%3Fpermissions=true", 403)
+
+
+def test_expect_100_continue_with_a_held_request(env, demo):
+    """curl sends `Expect: 100-continue` for larger bodies: the client gets its 100 while the
+    headers are held, then the body is judged."""
+    before = Upstream(env, demo)
+    body = b'{"editable":false}'
+    head = request_head("POST", NF, [auth_header("newfilter"), JSON_CT, ("Content-Length", str(len(body))),
+                                     ("Expect", "100-continue")])
+    with OpenRequest(env, timeout=3) as req:
+        interim = req.send(head).response()
+        assert interim.status == 100, interim
+        before.unchanged()
+        r = req.send(body).response()
+    allowed(r, demo, "newfilter", "POST", NF, body)
