@@ -3,16 +3,21 @@
 #  1. rustup with the wasm32-unknown-unknown target installed: the ordinary build.
 #  2. otherwise Debian's rustc-web + rust-web-src + lld-19, building std from source
 #     (the compiler and the std sources must be the same version, so Debian's compiler is used).
+# Optional arguments build another proxy-wasm crate the same way (make bench uses it):
+#   scripts/build-wasm.sh [PACKAGE OUTPUT [MANIFEST]]   (defaults: tokengate dist/tokengate.wasm Cargo.toml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=wasm32-unknown-unknown
-out=dist/tokengate.wasm
-mkdir -p dist
+pkg=${1:-tokengate}
+out=${2:-dist/tokengate.wasm}
+manifest=${3:-Cargo.toml}
+artefact="${pkg//-/_}.wasm"
+mkdir -p "$(dirname "$out")"
 
 if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx "$target"; then
   echo "build-wasm: using rustup's installed $target target"
-  cargo build --release --target "$target" -p tokengate
-  cp "target/$target/release/tokengate.wasm" "$out"
+  cargo build --release --target "$target" --manifest-path "$manifest" --target-dir target -p "$pkg"
+  cp "target/$target/release/$artefact" "$out"
 else
   debian_rustc=/usr/bin/rustc
   wasm_ld=/usr/lib/llvm-19/bin/wasm-ld
@@ -27,7 +32,7 @@ else
   RUSTC="$debian_rustc" RUSTC_BOOTSTRAP=1 \
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$wasm_ld" \
     CARGO_TARGET_DIR=target/debian \
-    /usr/bin/cargo build --release --target "$target" -p tokengate -Zbuild-std=std,panic_abort
-  cp "target/debian/$target/release/tokengate.wasm" "$out"
+    /usr/bin/cargo build --release --target "$target" --manifest-path "$manifest" -p "$pkg" -Zbuild-std=std,panic_abort
+  cp "target/debian/$target/release/$artefact" "$out"
 fi
 echo "build-wasm: $out $(stat -c %s "$out") bytes"
