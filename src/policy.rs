@@ -298,6 +298,14 @@ pub fn decide_headers(
             "token not allowed for this request",
             &subject,
         ),
+        // No body at all (Envoy reports `Content-Length: 0` the same way): no JsonData
+        // node exists, so only the header-only lines could have allowed it, and none did.
+        HeadVerdict::NeedBody if end_of_stream => refuse(
+            403,
+            Reason::Restricted,
+            "token not allowed for this request",
+            &subject,
+        ),
         HeadVerdict::NeedBody => {
             if let Err(m) = media::check_content_encoding(req.header("content-encoding").as_deref())
             {
@@ -331,12 +339,6 @@ pub fn decide_headers(
                 path: path.into_owned(),
                 query: raw_query.to_owned(),
             };
-            if end_of_stream {
-                return match decide_body(config, &pending, &[]) {
-                    Ok(g) => Decision::Allow(g),
-                    Err(r) => Decision::Deny(r),
-                };
-            }
             Decision::Buffer(pending)
         }
     }
@@ -847,6 +849,57 @@ mod tests {
                 "{h}"
             );
         }
+    }
+
+    #[test]
+    fn json_lines_buffer_or_refuse_bodiless() {
+        let c = cfg(
+            "",
+            r#"{"id":"f","token":"tg_f","limit_to":[".*/rest/api/2/filter[JsonData::editable==false]"]}"#,
+        );
+        let req = || {
+            Fake::default()
+                .basic("u", "tg_f")
+                .with("content-type", "application/json")
+        };
+        let mut buffered = req();
+        let d = decide_headers(&c, "POST", "/rest/api/2/filter", &mut buffered, NOW, false);
+        assert_eq!(status(&d), (100, "buffer"));
+        let Decision::Buffer(pending) = d else {
+            panic!("expected buffering, got {d:?}")
+        };
+        assert_eq!(
+            decide_body(&c, &pending, br#"{"editable":false}"#).map(|g| g.rule),
+            Ok(Some(1))
+        );
+        assert_eq!(
+            decide_body(&c, &pending, br#"{"editable":true}"#).map_err(|r| r.status),
+            Err(403)
+        );
+        assert_eq!(
+            decide_body(&c, &pending, b"").map_err(|r| r.status),
+            Err(400)
+        );
+        // No body at all: nothing for a JsonData line to match.
+        assert_eq!(
+            status(&decide(&c, "GET", "/rest/api/2/filter", req())),
+            (403, "restricted")
+        );
+        let wrong_type = Fake::default()
+            .basic("u", "tg_f")
+            .with("content-type", "text/plain");
+        let d = decide_headers(
+            &c,
+            "POST",
+            "/rest/api/2/filter",
+            &mut { wrong_type },
+            NOW,
+            false,
+        );
+        assert_eq!(status(&d), (415, "media_type"));
+        let big = req().with("content-length", "1048577");
+        let d = decide_headers(&c, "POST", "/rest/api/2/filter", &mut { big }, NOW, false);
+        assert_eq!(status(&d), (413, "body_too_large"));
     }
 
     #[test]
