@@ -401,3 +401,28 @@ def test_overflow_drops_oldest_and_counts_exactly(envoys, demo):
     nums = [int(l["path"].rsplit("-", 1)[1]) for l in got]
     assert nums == sorted(nums) and nums[-1] == produced - 1, nums
     assert env.stat("tokengate.audit.queued") == 0
+
+
+# --------------------------------------------------------------------------- config update
+
+
+def test_token_set_update_flushes_what_the_old_config_held(demo, tmp_path):
+    """A new token set (ECDS) replaces the root context: the old one sends its queue on its
+    way out, long before its own flush timer (60 s) would have."""
+    from test_hot_reload import TOKEN_C, HotEnvoy, token_set
+
+    slow = {"flush_interval_ms": 60_000, "batch_max_lines": 500, "queue_max_lines": 1000}
+    h = HotEnvoy(str(tmp_path), demo, {**token_set(), "audit": slow})
+    h.env.start()
+    try:
+        for i in range(6):
+            assert h.env.request("GET", f"/rest/api/2/issue/U-{i}", auth=("c", TOKEN_C)).status == 200
+        time.sleep(0.5)
+        assert _lines(demo, "U") == []
+        t0 = time.monotonic()
+        h.publish({**token_set(b=True), "audit": slow})
+        got = _wait_lines(demo, "U", 6, 20)
+        assert sorted(l["path"] for l in got) == [f"/rest/api/2/issue/U-{i}" for i in range(6)]
+        assert time.monotonic() - t0 < 20
+    finally:
+        h.env.stop()
