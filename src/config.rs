@@ -214,42 +214,253 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
 
 /// Loads a plugin configuration: JSON text (a StringValue, or a Struct that Envoy converted).
 /// A serialized `google.protobuf.Struct` (Envoy's hand-over of a YAML Struct) is accepted too.
+///
+/// Tokens are compiled one at a time as the document is read, so a set of 100,000 tokens
+/// never exists as a JSON tree: wasm memory does not shrink, and the peak would stay with the
+/// VM for its lifetime.
 pub fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
-    let json = serde_json::from_slice::<Value>(bytes).map_err(|e| ConfigError {
+    let looks_like_json = bytes.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{');
+    if !looks_like_json {
+        let mut set = TokenSet::default();
+        let mut failed = None;
+        let root = crate::pbstruct::decode_struct_streaming(bytes, "tokens", &mut |v| {
+            set.add(&v).map_err(|e| failed = Some(e))
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Ok(root) = root {
+            return from_parts(&root, set);
+        }
+        // Neither form: fall through and report as JSON, the form people write by hand.
+    }
+    // serde_json keeps the last of two equal keys silently; a config where `revoked: true`
+    // can be overridden by a later `revoked: false` is refused first.
+    if let Err(e) = crate::json::validate(bytes) {
+        if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return Err(json_syntax_error(&syntax));
+        }
+        let (line, column) = line_column(bytes, e.offset);
+        return Err(ConfigError {
+            field: "(document)".into(),
+            token: None,
+            line: Some(line),
+            column: Some(column),
+            message: format!(
+                "not strict JSON: {}",
+                e.reason.trim_start_matches("body is not JSON: ")
+            ),
+        });
+    }
+    let mut set = TokenSet::default();
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let root = serde::Deserializer::deserialize_map(
+        &mut de,
+        stream::RootVisitor {
+            set: &mut set,
+            failed: &mut failed,
+        },
+    );
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let root = root.map_err(|e| json_syntax_error(&e))?;
+    de.end().map_err(|e| json_syntax_error(&e))?;
+    from_parts(&Value::Object(root), set)
+}
+
+fn json_syntax_error(e: &serde_json::Error) -> ConfigError {
+    ConfigError {
         field: "(document)".into(),
         token: None,
         line: Some(e.line()),
         column: Some(e.column()),
         message: format!("not valid JSON: {e}"),
-    });
-    let looks_like_json = bytes.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{');
-    let value = match json {
-        Ok(v) => {
-            // serde_json keeps the last of two equal keys silently; a config where
-            // `revoked: true` can be overridden by a later `revoked: false` is refused.
-            crate::json::validate(bytes).map_err(|e| {
-                let (line, column) = line_column(bytes, e.offset);
-                ConfigError {
-                    field: "(document)".into(),
-                    token: None,
-                    line: Some(line),
-                    column: Some(column),
-                    message: format!(
-                        "not strict JSON: {}",
-                        e.reason.trim_start_matches("body is not JSON: ")
-                    ),
-                }
-            })?;
-            v
+    }
+}
+
+/// Streaming the `tokens` list out of a JSON document with serde.
+mod stream {
+    use super::{ConfigError, TokenSet};
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+    use std::fmt;
+
+    /// Reads the root map, handing each element of `tokens` to the set as it is read.
+    pub struct RootVisitor<'a> {
+        pub set: &'a mut TokenSet,
+        pub failed: &'a mut Option<ConfigError>,
+    }
+
+    impl<'de> Visitor<'de> for RootVisitor<'_> {
+        type Value = Map<String, Value>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map")
         }
-        Err(e) if looks_like_json => return Err(e),
-        Err(e) => match crate::pbstruct::decode_struct(bytes) {
-            Ok(v) => v,
-            // Neither form: report as JSON, the form people write by hand.
-            Err(_) => return Err(e),
-        },
-    };
-    from_value(&value)
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut rest = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "tokens" {
+                    let seed = Tokens {
+                        set: &mut *self.set,
+                        failed: &mut *self.failed,
+                    };
+                    if let Some(not_a_list) = map.next_value_seed(seed)? {
+                        rest.insert(key, not_a_list);
+                    }
+                } else {
+                    let v: Value = map.next_value()?;
+                    rest.insert(key, v);
+                }
+            }
+            Ok(rest)
+        }
+    }
+
+    /// The `tokens` value: a list is consumed token by token; anything else is returned so
+    /// that the usual "must be a list" error names it.
+    struct Tokens<'a> {
+        set: &'a mut TokenSet,
+        failed: &'a mut Option<ConfigError>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Tokens<'_> {
+        type Value = Option<Value>;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Tokens<'_> {
+        type Value = Option<Value>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of tokens")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while let Some(v) = seq.next_element::<Value>()? {
+                if let Err(e) = self.set.add(&v) {
+                    *self.failed = Some(e);
+                    return Err(de::Error::custom("invalid token"));
+                }
+            }
+            Ok(None)
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(Value::Bool(v)))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(Value::from(v)))
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(Value::from(v)))
+        }
+
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(Value::from(v)))
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Value::from(v)))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map
+                .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(Some(Value::Object(Map::new())))
+        }
+    }
+}
+
+/// Tokens compiled one at a time, with the checks that span tokens.
+#[derive(Default)]
+struct TokenSet {
+    tokens: Vec<Token>,
+    index: TokenIndex,
+    /// The first token given as plaintext: an error once `secure_mode` is known.
+    first_plaintext: Option<usize>,
+}
+
+impl TokenSet {
+    fn add(&mut self, value: &Value) -> Result<(), ConfigError> {
+        let i = self.tokens.len();
+        let (token, plaintext) = load_token(i, value)?;
+        if plaintext && self.first_plaintext.is_none() {
+            self.first_plaintext = Some(i);
+        }
+        let duplicate = |j: usize| {
+            let other = self.tokens.get(j).filter(|t| t.digest == token.digest)?;
+            Some(ConfigError {
+                field: format!("tokens[{i}]"),
+                token: Some(token.id.clone()),
+                line: None,
+                column: None,
+                message: format!("same token digest as token `{}`", other.id),
+            })
+        };
+        match self.index.by_prefix.entry(prefix(&token.digest)) {
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                let first = *slot.get();
+                if let Some(e) = std::iter::once(first)
+                    .chain(self.index.overflow.iter().copied())
+                    .find_map(duplicate)
+                {
+                    return Err(e);
+                }
+                self.index.overflow.push(i);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(i);
+            }
+        }
+        self.tokens.push(token);
+        Ok(())
+    }
+
+    /// Checks that need the whole set: unique ids, and no plaintext under `secure_mode`.
+    fn finish(self, secure_mode: bool) -> Result<(Vec<Token>, TokenIndex), ConfigError> {
+        if let Some(i) = self.first_plaintext.filter(|_| secure_mode) {
+            return Err(ConfigError {
+                field: format!("tokens[{i}].token"),
+                token: self.tokens.get(i).map(|t| t.id.clone()),
+                line: None,
+                column: None,
+                message: "plaintext tokens are refused in secure_mode: give `sha256`".into(),
+            });
+        }
+        // Sorting indices finds duplicate ids without a second copy of every id.
+        let mut order: Vec<usize> = (0..self.tokens.len()).collect();
+        let id_of = |i: &usize| self.tokens.get(*i).map_or("", |t| t.id.as_str());
+        order.sort_by(|a, b| id_of(a).cmp(id_of(b)).then(a.cmp(b)));
+        for pair in order.windows(2) {
+            if let [first, second] = pair {
+                if id_of(first) == id_of(second) {
+                    return Err(ConfigError {
+                        field: format!("tokens[{second}].id"),
+                        token: Some(id_of(second).to_owned()),
+                        line: None,
+                        column: None,
+                        message: format!("duplicate token id (also tokens[{first}])"),
+                    });
+                }
+            }
+        }
+        Ok((self.tokens, self.index))
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -269,6 +480,17 @@ fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
 
 /// Compiles an already parsed configuration (tokenctl parses YAML itself).
 pub fn from_value(value: &Value) -> Result<Config, ConfigError> {
+    let mut set = TokenSet::default();
+    if let Some(Value::Array(items)) = value.get("tokens") {
+        for item in items {
+            set.add(item)?;
+        }
+    }
+    from_parts(value, set)
+}
+
+/// Compiles the root map; `set` holds the tokens already read from its `tokens` list.
+fn from_parts(value: &Value, set: TokenSet) -> Result<Config, ConfigError> {
     let root = Obj::new(value, String::new(), None)?;
     root.only(&[
         "auth_methods",
@@ -333,46 +555,11 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigError> {
         Some(v) => Some(load_audit(v)?),
     };
 
-    let mut tokens = Vec::new();
-    let mut index = TokenIndex::default();
-    let mut ids: HashMap<String, usize> = HashMap::new();
-    let mut digests: HashMap<Digest, usize> = HashMap::new();
-    let token_values: &[Value] = match root.get("tokens") {
-        None | Some(Value::Null) => &[],
-        Some(Value::Array(a)) => a,
+    match root.get("tokens") {
+        None | Some(Value::Null | Value::Array(_)) => {}
         Some(_) => return Err(root.err("tokens", "must be a list of tokens".into())),
-    };
-    for (i, tv) in token_values.iter().enumerate() {
-        let token = load_token(i, tv, secure_mode)?;
-        let field = format!("tokens[{i}]");
-        if let Some(prev) = ids.insert(token.id.clone(), i) {
-            return Err(ConfigError {
-                field: format!("{field}.id"),
-                token: Some(token.id.clone()),
-                line: None,
-                column: None,
-                message: format!("duplicate token id (also tokens[{prev}])"),
-            });
-        }
-        if let Some(prev) = digests.insert(token.digest, i) {
-            let other = tokens.get(prev).map_or("?", |t: &Token| t.id.as_str());
-            return Err(ConfigError {
-                field,
-                token: Some(token.id.clone()),
-                line: None,
-                column: None,
-                message: format!("same token digest as token `{other}`"),
-            });
-        }
-        let idx = tokens.len();
-        match index.by_prefix.entry(prefix(&token.digest)) {
-            std::collections::hash_map::Entry::Occupied(_) => index.overflow.push(idx),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(idx);
-            }
-        }
-        tokens.push(token);
     }
+    let (tokens, index) = set.finish(secure_mode)?;
 
     Ok(Config {
         auth_methods,
@@ -520,7 +707,8 @@ fn load_audit(value: &Value) -> Result<AuditConfig, ConfigError> {
     })
 }
 
-fn load_token(i: usize, value: &Value, secure_mode: bool) -> Result<Token, ConfigError> {
+/// Compiles one token; also says whether it was given as plaintext.
+fn load_token(i: usize, value: &Value) -> Result<(Token, bool), ConfigError> {
     let base = format!("tokens[{i}]");
     let id = value
         .get("id")
@@ -564,12 +752,6 @@ fn load_token(i: usize, value: &Value, secure_mode: bool) -> Result<Token, Confi
         }
         (Some(hex), None) => digest::parse_hex(hex)
             .ok_or_else(|| obj.err("sha256", "must be 64 lowercase hex digits".into()))?,
-        (None, Some(_)) if secure_mode => {
-            return Err(obj.err(
-                "token",
-                "plaintext tokens are refused in secure_mode: give `sha256`".into(),
-            ))
-        }
         (None, Some(plain)) => {
             if plain.is_empty()
                 || plain
@@ -632,7 +814,8 @@ fn load_token(i: usize, value: &Value, secure_mode: bool) -> Result<Token, Confi
         column: Some(e.column),
         message: e.message,
     })?;
-    Ok(Token {
+    let plaintext = obj.get("token").is_some_and(|v| !v.is_null());
+    let token = Token {
         id,
         name,
         user,
@@ -642,7 +825,8 @@ fn load_token(i: usize, value: &Value, secure_mode: bool) -> Result<Token, Confi
         ips,
         run_as,
         restrictions,
-    })
+    };
+    Ok((token, plaintext))
 }
 
 /// Usernames end up in a header value and in audit lines.
@@ -878,6 +1062,32 @@ mod tests {
         assert_eq!((e.field.as_str(), e.line), ("(document)", Some(2)));
         let e = err_of(r#"{"protected_paths":["rest/"]}"#);
         assert_eq!(e.field, "protected_paths[0]");
+    }
+
+    #[test]
+    fn tokens_stream_in_any_key_order() {
+        // secure_mode after the tokens still refuses a plaintext one.
+        let e = err_of(r#"{"tokens":[{"id":"p","token":"tg_p"}],"secure_mode":true}"#);
+        assert_eq!(
+            (e.field.as_str(), e.token.as_deref()),
+            ("tokens[0].token", Some("p"))
+        );
+        let e = err_of(r#"{"tokens":"tg_x"}"#);
+        assert_eq!(e.field, "tokens");
+        let e = err_of(r#"{"tokens":{"id":"a"}}"#);
+        assert_eq!(e.field, "tokens");
+        assert!(load_str(r#"{"tokens":null}"#).unwrap().tokens.is_empty());
+        let e = err_of(
+            r#"{"tokens":[{"id":"a","token":"x"},{"id":"b","sha256":"zz"}],"auth_methods":"both"}"#,
+        );
+        assert_eq!(
+            (e.field.as_str(), e.token.as_deref()),
+            ("tokens[1].sha256", Some("b"))
+        );
+        let e = err_of("{\"tokens\":[{\"id\":\"a\",\"token\":\"x\"}]\n,}");
+        assert_eq!((e.field.as_str(), e.line), ("(document)", Some(2)));
+        let e = err_of("[1]");
+        assert_eq!(e.field, "(document)");
     }
 
     #[test]

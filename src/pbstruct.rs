@@ -16,6 +16,49 @@ pub fn decode_struct(bytes: &[u8]) -> Result<Value, String> {
     r.read_struct(bytes.len(), 0)
 }
 
+/// Like [`decode_struct`], but the elements of the top-level list named `key` are handed to
+/// `on_item` one at a time instead of being collected (the key is then absent from the
+/// result), so a large list never exists as one tree. `on_item` failing stops the decoding.
+pub fn decode_struct_streaming(
+    bytes: &[u8],
+    key: &str,
+    on_item: &mut dyn FnMut(Value) -> Result<(), ()>,
+) -> Result<Value, String> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    let mut map = Map::new();
+    while r.pos < bytes.len() {
+        let tag = r.varint()?;
+        if tag != (1 << 3) | 2 {
+            r.skip(tag & 7)?;
+            continue;
+        }
+        let entry_end = r.len_delimited()?;
+        let mut name = String::new();
+        let mut value = None;
+        while r.pos < entry_end {
+            match r.varint()? {
+                0x0a => name = r.string()?,
+                0x12 => {
+                    let e = r.len_delimited()?;
+                    // Envoy writes the key first; a value before its key is collected.
+                    value = if name == key {
+                        r.stream_list(e, on_item)?
+                    } else {
+                        Some(r.read_value(e, 1)?)
+                    };
+                }
+                t => r.skip(t & 7)?,
+            }
+        }
+        if let Some(v) = value {
+            if map.insert(name.clone(), v).is_some() {
+                return Err(format!("duplicate key `{name}`"));
+            }
+        }
+    }
+    Ok(Value::Object(map))
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -109,6 +152,35 @@ impl Reader<'_> {
             }
         }
         Ok(Value::Object(map))
+    }
+
+    /// A Value message holding a list: its elements go to `on_item` (`None` returned);
+    /// any other kind of value is returned as usual.
+    fn stream_list(
+        &mut self,
+        end: usize,
+        on_item: &mut dyn FnMut(Value) -> Result<(), ()>,
+    ) -> Result<Option<Value>, String> {
+        let start = self.pos;
+        if self.varint()? != 0x32 {
+            self.pos = start;
+            return self.read_value(end, 1).map(Some);
+        }
+        let list_end = self.len_delimited()?;
+        while self.pos < list_end {
+            let t = self.varint()?;
+            if t == 0x0a {
+                let ve = self.len_delimited()?;
+                let item = self.read_value(ve, 2)?;
+                on_item(item).map_err(|()| "item refused".to_owned())?;
+            } else {
+                self.skip(t & 7)?;
+            }
+        }
+        if self.pos != end {
+            return Err("malformed protobuf value".into());
+        }
+        Ok(None)
     }
 
     fn read_value(&mut self, end: usize, depth: usize) -> Result<Value, String> {
@@ -232,6 +304,32 @@ mod tests {
         });
         assert_eq!(decode_struct(&enc_struct(&v)).unwrap(), v);
         assert_eq!(decode_struct(&[]).unwrap(), serde_json::json!({}));
+    }
+
+    #[test]
+    fn streams_a_top_level_list() {
+        let v = serde_json::json!({"a": 1, "tokens": [{"id": "x"}, {"id": "y"}]});
+        let mut seen = Vec::new();
+        let rest = decode_struct_streaming(&enc_struct(&v), "tokens", &mut |item| {
+            seen.push(item);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(rest, serde_json::json!({"a": 1}));
+        assert_eq!(
+            seen,
+            vec![
+                serde_json::json!({"id": "x"}),
+                serde_json::json!({"id": "y"})
+            ]
+        );
+        // Not a list: kept in the result for the caller to refuse.
+        let v = serde_json::json!({"tokens": "nope"});
+        let rest = decode_struct_streaming(&enc_struct(&v), "tokens", &mut |_| Err(())).unwrap();
+        assert_eq!(rest, v);
+        // A refused item stops decoding.
+        let v = serde_json::json!({"tokens": [1, 2]});
+        assert!(decode_struct_streaming(&enc_struct(&v), "tokens", &mut |_| Err(())).is_err());
     }
 
     #[test]
