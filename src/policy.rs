@@ -298,14 +298,22 @@ pub fn decide_headers(
             "token not allowed for this request",
             &subject,
         ),
-        // No body at all (Envoy reports `Content-Length: 0` the same way): no JsonData
-        // node exists, so only the header-only lines could have allowed it, and none did.
-        HeadVerdict::NeedBody if end_of_stream => refuse(
-            403,
-            Reason::Restricted,
-            "token not allowed for this request",
-            &subject,
-        ),
+        // No body and none declared (a plain GET): no JsonData node can exist, so only a
+        // header-only line could have allowed it, and none did. A declared empty body
+        // (`Content-Length: 0`, which Envoy reports the same way) is judged as a body: 400.
+        HeadVerdict::NeedBody
+            if end_of_stream
+                && ["content-length", "content-type", "transfer-encoding"]
+                    .iter()
+                    .all(|h| req.header(h).is_none()) =>
+        {
+            refuse(
+                403,
+                Reason::Restricted,
+                "token not allowed for this request",
+                &subject,
+            )
+        }
         HeadVerdict::NeedBody => {
             if let Err(m) = media::check_content_encoding(req.header("content-encoding").as_deref())
             {
@@ -339,6 +347,12 @@ pub fn decide_headers(
                 path: path.into_owned(),
                 query: raw_query.to_owned(),
             };
+            if end_of_stream {
+                return match decide_body(config, &pending, &[]) {
+                    Ok(g) => Decision::Allow(g),
+                    Err(r) => Decision::Deny(r),
+                };
+            }
             Decision::Buffer(pending)
         }
     }
@@ -881,9 +895,16 @@ mod tests {
             Err(400)
         );
         // No body at all: nothing for a JsonData line to match.
+        let bare = Fake::default().basic("u", "tg_f");
         assert_eq!(
-            status(&decide(&c, "GET", "/rest/api/2/filter", req())),
+            status(&decide(&c, "GET", "/rest/api/2/filter", bare)),
             (403, "restricted")
+        );
+        // A declared empty body is not JSON.
+        let empty = req().with("content-length", "0");
+        assert_eq!(
+            status(&decide(&c, "POST", "/rest/api/2/filter", empty)),
+            (400, "bad_request")
         );
         let wrong_type = Fake::default()
             .basic("u", "tg_f")
