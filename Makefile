@@ -79,7 +79,7 @@ compose-down:
 
 # The compose stack's integration tests (needs a Docker engine), then the stack goes down.
 compose-test: venv compose-up
-	TOKENGATE_COMPOSE=1 $(PY) -m pytest -q tests/integration/test_compose.py; rc=$$?; $(COMPOSE) down; exit $$rc
+	$(PY) -m pytest -q tests/compose; rc=$$?; $(COMPOSE) down; exit $$rc
 
 # Benchmarks (not part of `make test`): native core micro-benchmarks, then Envoy with no filter,
 # native filters, the empty wasm filter and tokengate; writes BENCHMARKS.md. Run length:

@@ -1,5 +1,5 @@
-"""Against the docker-compose stack (`make compose-test`; needs a Docker engine, so skipped
-elsewhere): Envoy from the official image with envoy/envoy.yaml, the demo upstream, Vector as the
+"""Against the docker-compose stack (`make compose-test`; needs a Docker engine, so it lives
+outside tests/integration and `make test` does not collect it): Envoy from the official image with envoy/envoy.yaml, the demo upstream, Vector as the
 audit sink writing .run/compose/audit.ndjson."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import secrets
 import time
 import urllib.request
 
+import sys
+
 import pytest
 
-import harness
-
-pytestmark = pytest.mark.skipif(os.environ.get("TOKENGATE_COMPOSE") != "1",
-                                reason="needs the compose stack: `make compose-test` (Docker engine)")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
+import harness  # noqa: E402
 
 LISTENER, ADMIN = 10000, 9901
 AUDIT_FILE = os.environ.get("TOKENGATE_COMPOSE_AUDIT_FILE") or os.path.join(harness.REPO, ".run", "compose", "audit.ndjson")
