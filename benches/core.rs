@@ -302,16 +302,16 @@ fn pb_struct(v: &Value) -> Vec<u8> {
 struct Headers(Vec<(&'static str, Vec<u8>)>);
 
 impl RequestHeaders for Headers {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+    fn header(&self, name: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
         self.0
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| std::borrow::Cow::Borrowed(v.as_slice()))
     }
-    fn count(&mut self, name: &str) -> usize {
+    fn count(&self, name: &str) -> usize {
         self.0.iter().filter(|(n, _)| *n == name).count()
     }
-    fn source_address(&mut self) -> Option<Vec<u8>> {
+    fn source_address(&self) -> Option<Vec<u8>> {
         Some(b"127.0.0.1:40000".to_vec())
     }
 }
@@ -473,9 +473,9 @@ fn pipeline_cases(opts: &Opts, rows: &mut Vec<Row>) {
     let json_auth = format!("Bearer {json_tok}").into_bytes();
     let body = issue_body(1024);
 
-    let mut hb = Headers(vec![("authorization", bearer)]);
+    let hb = Headers(vec![("authorization", bearer)]);
     assert!(matches!(
-        policy::decide_headers(&cfg, "GET", "/rest/api/2/myself", &mut hb, NOW_MS, true),
+        policy::decide_headers(&cfg, "GET", "/rest/api/2/myself", &hb, NOW_MS, true),
         Decision::Allow(_)
     ));
     run(
@@ -488,22 +488,15 @@ fn pipeline_cases(opts: &Opts, rows: &mut Vec<Row>) {
                 &cfg,
                 "GET",
                 black_box("/rest/api/2/myself"),
-                &mut hb,
+                &hb,
                 NOW_MS,
                 true,
             )
         },
     );
-    let mut hs = Headers(vec![("authorization", basic)]);
+    let hs = Headers(vec![("authorization", basic)]);
     assert!(matches!(
-        policy::decide_headers(
-            &cfg,
-            "GET",
-            "/rest/api/2/issue/P10-1",
-            &mut hs,
-            NOW_MS,
-            true
-        ),
+        policy::decide_headers(&cfg, "GET", "/rest/api/2/issue/P10-1", &hs, NOW_MS, true),
         Decision::Allow(_)
     ));
     run(
@@ -516,19 +509,19 @@ fn pipeline_cases(opts: &Opts, rows: &mut Vec<Row>) {
                 &cfg,
                 "GET",
                 black_box("/rest/api/2/issue/P10-1"),
-                &mut hs,
+                &hs,
                 NOW_MS,
                 true,
             )
         },
     );
-    let mut hj = Headers(vec![
+    let hj = Headers(vec![
         ("authorization", json_auth),
         ("content-type", b"application/json".to_vec()),
         ("content-length", b"1024".to_vec()),
     ]);
     let Decision::Buffer(pending) =
-        policy::decide_headers(&cfg, "POST", "/rest/api/2/issue", &mut hj, NOW_MS, false)
+        policy::decide_headers(&cfg, "POST", "/rest/api/2/issue", &hj, NOW_MS, false)
     else {
         panic!("JsonData request should buffer");
     };
@@ -542,7 +535,7 @@ fn pipeline_cases(opts: &Opts, rows: &mut Vec<Row>) {
             &cfg,
             "POST",
             black_box("/rest/api/2/issue"),
-            &mut hj,
+            &hj,
             NOW_MS,
             false,
         ) {

@@ -12,7 +12,8 @@
 //! that fills a batch shortens the root's tick to 1 ms (the tick period belongs to the root
 //! context whichever context sets it) and the root puts it back.
 
-use std::cell::RefCell;
+use std::borrow::Cow;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -410,29 +411,67 @@ impl RootContext for Root {
     }
 }
 
-/// Request headers read through the host while they are held.
-struct HostHeaders;
+/// The request headers of a request on a protected path, read in one host call.
+///
+/// A token request needs up to a dozen headers (credential, run-as, method overrides, body
+/// headers, request id) and whether the cookie and identity headers are present: one map
+/// read replaces a host call for each. Pass-through requests never build one.
+struct Snapshot {
+    headers: Vec<(String, Vec<u8>)>,
+    /// `source.address`, read at most once.
+    source: OnceCell<Option<Vec<u8>>>,
+}
 
-impl RequestHeaders for HostHeaders {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+impl Snapshot {
+    fn read() -> Option<Snapshot> {
+        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
+        Some(Snapshot {
+            headers,
+            source: OnceCell::new(),
+        })
     }
 
-    fn count(&mut self, name: &str) -> usize {
-        // Custom headers are separate entries (only inline ones such as Authorization are
-        // comma-joined), and the single-value getter returns the first: count the map.
-        hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-            .map(|all| all.iter().filter(|(n, _)| n == name).count())
-            .unwrap_or(usize::MAX)
+    fn has(&self, name: &str) -> bool {
+        self.headers.iter().any(|(n, _)| n == name)
     }
 
-    fn source_address(&mut self) -> Option<Vec<u8>> {
-        hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
+    fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.source_address()
+            .and_then(|a| String::from_utf8(a).ok())
+            .and_then(|a| ip::parse_source_address(&a))
     }
+}
+
+impl RequestHeaders for Snapshot {
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        // Envoy's own single-value getter answers the first entry: so does this.
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| Cow::Borrowed(v.as_slice()))
+    }
+
+    fn count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n == name).count()
+    }
+
+    fn source_address(&self) -> Option<Vec<u8>> {
+        self.source
+            .get_or_init(|| {
+                hostcalls::get_property(vec!["source", "address"])
+                    .ok()
+                    .flatten()
+            })
+            .clone()
+    }
+}
+
+/// Which of the headers an allowed request sheds are there to remove (a removal of an absent
+/// header is still a host call).
+#[derive(Clone, Copy, Default)]
+struct Present {
+    cookie: bool,
+    run_as: bool,
 }
 
 /// What the audit line needs of the request line, as received.
@@ -442,6 +481,8 @@ struct ReqLine<'a> {
     target: &'a str,
     /// `x-request-id`.
     request_id: Option<&'a [u8]>,
+    client_ip: Option<std::net::IpAddr>,
+    present: Present,
 }
 
 /// The request line kept while a body is buffered (headers are read in the headers callback).
@@ -449,14 +490,29 @@ struct Held {
     method: String,
     target: String,
     request_id: Option<Vec<u8>>,
+    client_ip: Option<std::net::IpAddr>,
+    present: Present,
 }
 
 impl Held {
+    /// Never used in practice: `held` is set whenever `pending` is.
+    fn unknown() -> Held {
+        Held {
+            method: String::new(),
+            target: String::new(),
+            request_id: None,
+            client_ip: None,
+            present: Present::default(),
+        }
+    }
+
     fn req(&self) -> ReqLine<'_> {
         ReqLine {
             method: &self.method,
             target: &self.target,
             request_id: self.request_id.as_deref(),
+            client_ip: self.client_ip,
+            present: self.present,
         }
     }
 }
@@ -493,11 +549,7 @@ impl Stream {
     fn begin_audit(&mut self, config: &Config, req: &ReqLine, v: &Verdict) {
         let token = v.token.and_then(|i| config.tokens.get(i));
         let request_id = req.request_id.map(String::from_utf8_lossy);
-        let client_ip = hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
-            .and_then(|a| String::from_utf8(a).ok())
-            .and_then(|a| ip::parse_source_address(&a));
+        let client_ip = req.client_ip;
         let entry = Entry {
             ts_ms: self.start_ms,
             request_id: request_id.as_deref(),
@@ -560,11 +612,16 @@ impl Stream {
     fn allow(&mut self, config: &Config, grant: &Grant, req: &ReqLine) -> Action {
         let id = &config.identity;
         let upstream_auth = policy::upstream_authorization(config, &grant.acting_as);
-        let rewritten = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization")
-            .and_then(|()| hostcalls::remove_map_value(MapType::HttpRequestHeaders, "cookie"))
-            .and_then(|()| {
-                hostcalls::remove_map_value(MapType::HttpRequestHeaders, &id.run_as_header)
-            })
+        let remove = |name: &str, present: bool| {
+            if present {
+                hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
+            } else {
+                Ok(())
+            }
+        };
+        let rewritten = remove("authorization", true)
+            .and_then(|()| remove("cookie", req.present.cookie))
+            .and_then(|()| remove(&id.run_as_header, req.present.run_as))
             .and_then(|()| {
                 hostcalls::set_map_value_bytes(
                     MapType::HttpRequestHeaders,
@@ -655,11 +712,7 @@ impl Stream {
         let Some(pending) = self.pending.take() else {
             return Action::Continue;
         };
-        let held = self.held.take().unwrap_or(Held {
-            method: String::new(),
-            target: String::new(),
-            request_id: None,
-        });
+        let held = self.held.take().unwrap_or_else(Held::unknown);
         let body = if self.body_size == 0 {
             Vec::new()
         } else {
@@ -696,12 +749,25 @@ impl HttpContext for Stream {
             );
             return Action::Pause;
         };
+        let target = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path")
+            .ok()
+            .flatten();
+        // Envoy refuses non-ASCII request lines before filters; lossy decoding cannot
+        // therefore merge two different targets.
+        let target = target.as_deref().map(String::from_utf8_lossy);
+        let protected = target
+            .as_deref()
+            .is_some_and(|t| policy::is_protected(&config, t));
+        let snapshot = if protected { Snapshot::read() } else { None };
         // Step 1 of SPEC §2, for every request: a client never supplies its own identity.
-        let mut stripped =
-            hostcalls::remove_map_value(MapType::HttpRequestHeaders, &config.identity.header);
-        if let Some(alt) = &config.identity.header_underscored {
-            stripped = stripped
-                .and_then(|()| hostcalls::remove_map_value(MapType::HttpRequestHeaders, alt));
+        // With a snapshot, only the names that are there are removed.
+        let id = &config.identity;
+        let mut stripped = Ok(());
+        for name in std::iter::once(id.header.as_str()).chain(id.header_underscored.as_deref()) {
+            if snapshot.as_ref().is_none_or(|s| s.has(name)) {
+                stripped = stripped
+                    .and_then(|()| hostcalls::remove_map_value(MapType::HttpRequestHeaders, name));
+            }
         }
         if stripped.is_err() {
             let _ = hostcalls::send_http_response(
@@ -711,23 +777,30 @@ impl HttpContext for Stream {
             );
             return Action::Pause;
         }
-        let mut headers = HostHeaders;
-        let method = headers.header(":method").unwrap_or_default();
-        let Some(target) = headers.header(":path") else {
+        let (Some(target), Some(headers)) = (target, snapshot) else {
+            if protected {
+                // The header map could not be read: never pass a protected request unchecked.
+                let _ = hostcalls::send_http_response(
+                    500,
+                    vec![("content-type", reply::CONTENT_TYPE)],
+                    Some(reply::error_body("internal error").as_bytes()),
+                );
+                return Action::Pause;
+            }
             Metrics::bump(self.metrics.passthrough);
             return Action::Continue;
         };
-        // Envoy refuses non-ASCII request lines before filters; lossy decoding cannot
-        // therefore merge two different targets.
-        let method = String::from_utf8_lossy(&method);
-        let target = String::from_utf8_lossy(&target);
+        let method = headers
+            .header(":method")
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .unwrap_or_default();
         let now = host_now_ms();
         // Without a clock every expiring token counts as expired: fail closed.
         let decision = policy::decide_headers(
             &config,
             &method,
             &target,
-            &mut headers,
+            &headers,
             now.unwrap_or(i64::MAX),
             end_of_stream,
         );
@@ -735,7 +808,7 @@ impl HttpContext for Stream {
             Metrics::bump(self.metrics.passthrough);
             return Action::Continue;
         }
-        // Decided (or to be decided on the body): audited, so read what the line needs
+        // Decided (or to be decided on the body): audited, so take what the line needs
         // while the headers are held.
         self.start_ms = now.unwrap_or(0);
         let request_id = headers.header("x-request-id");
@@ -743,6 +816,11 @@ impl HttpContext for Stream {
             method: &method,
             target: &target,
             request_id: request_id.as_deref(),
+            client_ip: headers.client_ip(),
+            present: Present {
+                cookie: headers.has("cookie"),
+                run_as: headers.has(&config.identity.run_as_header),
+            },
         };
         match decision {
             Decision::Pass => Action::Continue,
@@ -750,9 +828,11 @@ impl HttpContext for Stream {
             Decision::Deny(refusal) => self.deny(&config, &refusal, &req),
             Decision::Buffer(pending) => {
                 self.held = Some(Held {
-                    method: method.into_owned(),
-                    target: target.into_owned(),
-                    request_id,
+                    method: req.method.to_owned(),
+                    target: req.target.to_owned(),
+                    request_id: req.request_id.map(<[u8]>::to_vec),
+                    client_ip: req.client_ip,
+                    present: req.present,
                 });
                 self.pending = Some(pending);
                 Action::Pause
@@ -779,11 +859,7 @@ impl HttpContext for Stream {
                         user: Some(pending.grant.user),
                     },
                 };
-                let held = self.held.take().unwrap_or(Held {
-                    method: String::new(),
-                    target: String::new(),
-                    request_id: None,
-                });
+                let held = self.held.take().unwrap_or_else(Held::unknown);
                 return self.deny(&config, &refusal, &held.req());
             }
         }

@@ -15,12 +15,14 @@ use crate::restriction::{BodyVerdict, HeadVerdict, RequestView};
 
 /// Request headers as the host holds them (lowercase names; repeats comma-joined).
 pub trait RequestHeaders {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+    /// The first value of a header (Envoy comma-joins repeats of inline headers such as
+    /// `Authorization`; other repeats are separate entries).
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>>;
     /// How many entries named `name` the request has (called only on rare paths: it may
     /// read the whole header map).
-    fn count(&mut self, name: &str) -> usize;
+    fn count(&self, name: &str) -> usize;
     /// Envoy's `source.address` (`ip:port`).
-    fn source_address(&mut self) -> Option<Vec<u8>>;
+    fn source_address(&self) -> Option<Vec<u8>>;
 }
 
 /// Method-override headers: the method checked must be the method the app serves.
@@ -147,17 +149,24 @@ fn refuse(
     })
 }
 
+/// Whether a `:path` falls under `protected_paths` (SPEC §2 step 2), judged on a leniently
+/// decoded and normalized form so that no spelling of a protected path escapes.
+pub fn is_protected(config: &Config, target: &str) -> bool {
+    let (raw_path, _) = canonical::split_target(target);
+    config.is_protected(&canonical::protection_path(raw_path))
+}
+
 /// Decides from the request headers. `end_of_stream`: the request has no body.
 pub fn decide_headers(
     config: &Config,
     method: &str,
     target: &str,
-    req: &mut impl RequestHeaders,
+    req: &impl RequestHeaders,
     now_ms: i64,
     end_of_stream: bool,
 ) -> Decision {
     let (raw_path, raw_query) = canonical::split_target(target);
-    if !config.is_protected(&canonical::protection_path(raw_path)) {
+    if !is_protected(config, target) {
         return Decision::Pass;
     }
     let Some(authorization) = req.header("authorization") else {
@@ -236,8 +245,9 @@ pub fn decide_headers(
                     &subject,
                 );
             }
-            let Some(wanted) = String::from_utf8(raw)
+            let Some(wanted) = std::str::from_utf8(&raw)
                 .ok()
+                .map(str::to_owned)
                 .filter(|w| crate::config::valid_username(w).is_ok())
             else {
                 return refuse(400, Reason::BadRequest, "invalid run-as header", &subject);
@@ -492,16 +502,16 @@ mod tests {
     }
 
     impl RequestHeaders for Fake {
-        fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
             self.headers
                 .iter()
                 .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| Cow::Borrowed(v.as_slice()))
         }
-        fn count(&mut self, name: &str) -> usize {
+        fn count(&self, name: &str) -> usize {
             self.headers.iter().filter(|(n, _)| n == name).count()
         }
-        fn source_address(&mut self) -> Option<Vec<u8>> {
+        fn source_address(&self) -> Option<Vec<u8>> {
             self.source.map(|s| s.as_bytes().to_vec())
         }
     }
@@ -534,8 +544,8 @@ mod tests {
         config::load(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"))
     }
 
-    fn decide(c: &Config, method: &str, target: &str, mut req: Fake) -> Decision {
-        decide_headers(c, method, target, &mut req, NOW, true)
+    fn decide(c: &Config, method: &str, target: &str, req: Fake) -> Decision {
+        decide_headers(c, method, target, &req, NOW, true)
     }
 
     fn status(d: &Decision) -> (u16, &'static str) {
@@ -876,8 +886,8 @@ mod tests {
                 .basic("u", "tg_f")
                 .with("content-type", "application/json")
         };
-        let mut buffered = req();
-        let d = decide_headers(&c, "POST", "/rest/api/2/filter", &mut buffered, NOW, false);
+        let buffered = req();
+        let d = decide_headers(&c, "POST", "/rest/api/2/filter", &buffered, NOW, false);
         assert_eq!(status(&d), (100, "buffer"));
         let Decision::Buffer(pending) = d else {
             panic!("expected buffering, got {d:?}")
@@ -909,17 +919,10 @@ mod tests {
         let wrong_type = Fake::default()
             .basic("u", "tg_f")
             .with("content-type", "text/plain");
-        let d = decide_headers(
-            &c,
-            "POST",
-            "/rest/api/2/filter",
-            &mut { wrong_type },
-            NOW,
-            false,
-        );
+        let d = decide_headers(&c, "POST", "/rest/api/2/filter", &wrong_type, NOW, false);
         assert_eq!(status(&d), (415, "media_type"));
         let big = req().with("content-length", "1048577");
-        let d = decide_headers(&c, "POST", "/rest/api/2/filter", &mut { big }, NOW, false);
+        let d = decide_headers(&c, "POST", "/rest/api/2/filter", &big, NOW, false);
         assert_eq!(status(&d), (413, "body_too_large"));
     }
 

@@ -4,6 +4,7 @@
 //! [`policy::decide_body`]. The per-line trace comes from the restriction module's
 //! [`tokengate::restriction::Restrictions::explain`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
@@ -28,20 +29,20 @@ pub struct Request {
 struct Headers<'a>(&'a Request);
 
 impl RequestHeaders for Headers<'_> {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
         // The host joins repeated headers with a comma.
         self.0
             .headers
             .get(&name.to_ascii_lowercase())
-            .map(|v| v.join(",").into_bytes())
+            .map(|v| Cow::Owned(v.join(",").into_bytes()))
     }
-    fn count(&mut self, name: &str) -> usize {
+    fn count(&self, name: &str) -> usize {
         self.0
             .headers
             .get(&name.to_ascii_lowercase())
             .map_or(0, Vec::len)
     }
-    fn source_address(&mut self) -> Option<Vec<u8>> {
+    fn source_address(&self) -> Option<Vec<u8>> {
         self.0.client.clone().map(String::into_bytes)
     }
 }
@@ -105,13 +106,13 @@ pub struct Outcome2 {
 
 /// Decides and explains.
 pub fn explain(config: &Config, req: &Request, now_ms: i64) -> Outcome2 {
-    let mut headers = Headers(req);
+    let headers = Headers(req);
     let end_of_stream = req.body.is_none();
     let mut decision = policy::decide_headers(
         config,
         &req.method,
         &req.target,
-        &mut headers,
+        &headers,
         now_ms,
         end_of_stream,
     );
