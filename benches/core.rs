@@ -316,27 +316,6 @@ impl RequestHeaders for Headers {
     }
 }
 
-fn b64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 const NOW_MS: i64 = 1_800_000_000_000;
 
 // ------------------------------------------------------------------ cases
@@ -469,7 +448,11 @@ fn pipeline_cases(opts: &Opts, rows: &mut Vec<Row>) {
     ];
     let cfg = load_value(&token_set(7, extra));
     let bearer = format!("Bearer {bearer_tok}").into_bytes();
-    let basic = format!("Basic {}", b64(format!("bench:{basic_tok}").as_bytes())).into_bytes();
+    let basic = format!(
+        "Basic {}",
+        tokengate::credential::encode_base64(format!("bench:{basic_tok}").as_bytes())
+    )
+    .into_bytes();
     let json_auth = format!("Bearer {json_tok}").into_bytes();
     let body = issue_body(1024);
 

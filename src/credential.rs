@@ -152,6 +152,26 @@ fn parse_bearer(param: &[u8]) -> Result<Credential, CredentialError> {
     })
 }
 
+/// Standard base64 with padding: what clients send in `Basic` credentials (tokenctl's
+/// snippets and the tests build theirs with it).
+pub fn encode_base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let sym = |n: u32| char::from(T.get((n & 63) as usize).copied().unwrap_or(b'A'));
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for i in 0..4u32 {
+            if i as usize <= chunk.len() {
+                out.push(sym(n >> (18 - 6 * i)));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Standard base64 alphabet with mandatory padding; anything else is refused.
 pub fn decode_base64(input: &[u8]) -> Option<Vec<u8>> {
     if input.is_empty() || input.len() % 4 != 0 {
@@ -207,25 +227,7 @@ mod tests {
     use super::*;
 
     fn b64(s: &str) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let bytes = s.as_bytes();
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
+        encode_base64(s.as_bytes())
     }
 
     fn basic(user: &str, token: &str) -> Credential {

@@ -460,12 +460,6 @@ impl<'a, S: AsRef<str>> Parser<'a, '_, S> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use super::*;
 

@@ -59,12 +59,6 @@ pub fn check_content_encoding(value: Option<&[u8]>) -> Result<(), &'static str> 
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 mod tests {
     use super::*;
 

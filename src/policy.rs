@@ -494,7 +494,10 @@ mod tests {
         }
         fn basic(self, user: &str, token: &str) -> Fake {
             let raw = format!("{user}:{token}");
-            self.with("authorization", &format!("Basic {}", b64(raw.as_bytes())))
+            self.with(
+                "authorization",
+                &format!("Basic {}", crate::credential::encode_base64(raw.as_bytes())),
+            )
         }
         fn bearer(self, token: &str) -> Fake {
             self.with("authorization", &format!("Bearer {token}"))
@@ -514,27 +517,6 @@ mod tests {
         fn source_address(&self) -> Option<Vec<u8>> {
             self.source.map(|s| s.as_bytes().to_vec())
         }
-    }
-
-    fn b64(bytes: &[u8]) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
     }
 
     const NOW: i64 = 1_800_000_000_000;

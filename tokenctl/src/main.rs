@@ -566,7 +566,10 @@ fn cmd_explain(a: &ExplainArgs) -> i32 {
             Err(e) => return fail(&e),
         };
         let value = match &a.basic {
-            Some(user) => format!("Basic {}", base64(format!("{user}:{t}").as_bytes())),
+            Some(user) => format!(
+                "Basic {}",
+                tokengate::credential::encode_base64(format!("{user}:{t}").as_bytes())
+            ),
             None => format!("Bearer {t}"),
         };
         headers.insert("authorization".into(), vec![value]);
@@ -634,28 +637,6 @@ fn cmd_explain(a: &ExplainArgs) -> i32 {
     i32::from(out.denied)
 }
 
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let idx = ((n >> (18 - 6 * i)) & 63) as usize;
-                out.push(char::from(T.get(idx).copied().unwrap_or(b'A')));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,7 +644,7 @@ mod tests {
     #[test]
     fn base64_matches_the_core_decoder() {
         for s in ["a", "ab", "abc", "alice:tg_x"] {
-            let enc = base64(s.as_bytes());
+            let enc = tokengate::credential::encode_base64(s.as_bytes());
             assert_eq!(
                 tokengate::credential::decode_base64(enc.as_bytes()).as_deref(),
                 Some(s.as_bytes())
