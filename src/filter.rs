@@ -36,6 +36,17 @@ fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
+/// Answers a request the filter cannot handle (no config, a host call that failed) instead of
+/// letting it through unchecked.
+fn fail_closed(status: u32, message: &str) -> Action {
+    let _ = hostcalls::send_http_response(
+        status,
+        vec![("content-type", reply::CONTENT_TYPE)],
+        Some(reply::error_body(message).as_bytes()),
+    );
+    Action::Pause
+}
+
 /// Host clock in Unix ms; `None` without one.
 fn host_now_ms() -> Option<i64> {
     hostcalls::get_current_time()
@@ -655,12 +666,7 @@ impl Stream {
                     rule: None,
                 },
             );
-            let _ = hostcalls::send_http_response(
-                500,
-                vec![("content-type", reply::CONTENT_TYPE)],
-                Some(reply::error_body("internal error").as_bytes()),
-            );
-            return Action::Pause;
+            return fail_closed(500, "internal error");
         }
         self.begin_audit(
             config,
@@ -742,12 +748,7 @@ impl Stream {
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(config) = self.config.clone() else {
-            let _ = hostcalls::send_http_response(
-                503,
-                vec![("content-type", reply::CONTENT_TYPE)],
-                Some(reply::error_body("tokengate is not configured").as_bytes()),
-            );
-            return Action::Pause;
+            return fail_closed(503, "tokengate is not configured");
         };
         let target = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path")
             .ok()
@@ -770,22 +771,12 @@ impl HttpContext for Stream {
             }
         }
         if stripped.is_err() {
-            let _ = hostcalls::send_http_response(
-                500,
-                vec![("content-type", reply::CONTENT_TYPE)],
-                Some(reply::error_body("internal error").as_bytes()),
-            );
-            return Action::Pause;
+            return fail_closed(500, "internal error");
         }
         let (Some(target), Some(headers)) = (target, snapshot) else {
             if protected {
                 // The header map could not be read: never pass a protected request unchecked.
-                let _ = hostcalls::send_http_response(
-                    500,
-                    vec![("content-type", reply::CONTENT_TYPE)],
-                    Some(reply::error_body("internal error").as_bytes()),
-                );
-                return Action::Pause;
+                return fail_closed(500, "internal error");
             }
             Metrics::bump(self.metrics.passthrough);
             return Action::Continue;
