@@ -127,8 +127,26 @@ struct Line {
     /// Bitmask over `KNOWN_METHODS`; `None`: any method.
     methods: Option<u16>,
     url: Regex,
+    /// The URL pattern as written (for lints and explanations).
+    url_source: String,
     query: Vec<QueryCond>,
     json: Vec<JsonCond>,
+}
+
+/// What a compiled line is made of, for tools that reason about lines (`tokenctl check`)
+/// without parsing them a second way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineInfo<'a> {
+    /// 1-based number in the list as configured.
+    pub number: usize,
+    /// The line as written (trimmed).
+    pub source: &'a str,
+    /// The METHODS group, upper-case; `None`: any method.
+    pub methods: Option<Vec<&'static str>>,
+    /// The URL pattern as written (Java syntax, before translation and anchoring).
+    pub url_pattern: &'a str,
+    pub has_query_conditions: bool,
+    pub has_json_conditions: bool,
 }
 
 /// The compiled `limit_to` of one token.
@@ -251,6 +269,25 @@ impl Restrictions {
     /// Same as [`Restrictions::is_unrestricted`].
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
+    }
+
+    /// The compiled lines, in order.
+    pub fn line_infos(&self) -> impl Iterator<Item = LineInfo<'_>> + '_ {
+        self.lines.iter().map(|l| LineInfo {
+            number: l.number,
+            source: &l.source,
+            methods: l.methods.map(|mask| {
+                KNOWN_METHODS
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, m)| *m)
+                    .collect()
+            }),
+            url_pattern: &l.url_source,
+            has_query_conditions: !l.query.is_empty(),
+            has_json_conditions: !l.json.is_empty(),
+        })
     }
 
     /// True when some line has a JsonData condition (the filter may need to buffer).
@@ -682,6 +719,7 @@ fn parse_line(
         return Err(p.err(pos, "empty URL pattern"));
     }
     let url = p.regex(pos, url_end)?;
+    let url_source = p.text(pos, url_end);
 
     // Conditions
     let mut query = Vec::new();
@@ -751,6 +789,7 @@ fn parse_line(
         source: text.trim().to_string(),
         methods,
         url,
+        url_source,
         query,
         json,
     }))
@@ -817,6 +856,26 @@ mod tests {
         );
         assert_eq!(head(&rs, "GET", "/rest/api/2/issue/KAN-1"), H::Deny);
         assert_eq!(head(&rs, "GET", "/rest/api/2/issue/jra-1"), H::Deny);
+    }
+
+    #[test]
+    fn line_infos_describe_the_compiled_lines() {
+        let rs = r(&[
+            "",
+            "[post|PUT] .*/rest/x[A-Z]+[QueryParam::a==b][JsonData::c==d]",
+            ".*/rest/api/2/filter",
+        ]);
+        let infos: Vec<LineInfo> = rs.line_infos().collect();
+        assert_eq!(infos.len(), 2);
+        assert_eq!(infos[0].number, 2);
+        assert_eq!(infos[0].methods, Some(vec!["POST", "PUT"]));
+        assert_eq!(infos[0].url_pattern, ".*/rest/x[A-Z]+");
+        assert!(infos[0].has_query_conditions && infos[0].has_json_conditions);
+        assert_eq!(
+            (infos[1].methods.clone(), infos[1].url_pattern),
+            (None, ".*/rest/api/2/filter")
+        );
+        assert!(!infos[1].has_json_conditions);
     }
 
     #[test]

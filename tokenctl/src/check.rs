@@ -4,6 +4,7 @@
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use serde_json::Value;
 use tokengate::config::{AuthMethods, Config};
+use tokengate::restriction::Restrictions;
 use tokengate::{javare, time};
 
 use crate::source::{self, Body, Source};
@@ -289,61 +290,15 @@ fn limit_lines(raw: Option<&Value>, base: &str) -> Vec<(String, String)> {
     }
 }
 
-/// The parts of a restriction line a lint needs: the METHODS group (upper-cased names) and
-/// the URL pattern. Only for lints: the filter's own parser decides.
-pub fn line_parts(line: &str) -> (Option<Vec<String>>, String, bool) {
-    let text = line.trim();
-    let mut methods = None;
-    let mut rest = text;
-    if let Some(inner) = text.strip_prefix('[') {
-        if let Some((group, after)) = inner.split_once(']') {
-            if !group.trim().is_empty()
-                && group
-                    .chars()
-                    .all(|c| c.is_ascii_alphabetic() || matches!(c, ',' | '|' | ' '))
-            {
-                methods = Some(
-                    group
-                        .split([',', '|'])
-                        .map(|m| m.trim().to_ascii_uppercase())
-                        .filter(|m| !m.is_empty())
-                        .collect(),
-                );
-                rest = after.trim_start();
-            }
-        }
-    }
-    let lower = rest.to_ascii_lowercase();
-    let mut end = rest.len();
-    let mut has_json = false;
-    for kind in ["[queryparam::", "[jsondata::"] {
-        let mut from = 0;
-        while let Some(i) = lower
-            .get(from..)
-            .and_then(|s| s.find(kind))
-            .map(|i| i + from)
-        {
-            let backslashes = lower
-                .get(..i)
-                .map_or(0, |s| s.bytes().rev().take_while(|&b| b == b'\\').count());
-            if backslashes % 2 == 0 {
-                end = end.min(i);
-                has_json |= kind == "[jsondata::";
-                break;
-            }
-            from = i + 1;
-        }
-    }
-    let url = rest.get(..end).unwrap_or(rest).trim_end().to_owned();
-    (methods, url, has_json)
-}
-
 /// Why a restriction line can never allow a request, if it provably cannot.
+/// The line is read by the filter's own parser; one that does not compile is the loader's
+/// business, not a lint's.
 pub fn never_matches(line: &str, protected: &[String]) -> Option<String> {
-    let (methods, url, has_json) = line_parts(line);
-    if has_json {
-        if let Some(m) = &methods {
-            if !m.is_empty() && m.iter().all(|m| m == "GET" || m == "HEAD") {
+    let compiled = Restrictions::compile(&[line.to_owned()]).ok()?;
+    let info = compiled.line_infos().next()?;
+    if info.has_json_conditions {
+        if let Some(m) = &info.methods {
+            if !m.is_empty() && m.iter().all(|m| *m == "GET" || *m == "HEAD") {
                 return Some(format!(
                     "it needs a JSON body (JsonData) but only admits {}, which carry none",
                     m.join(",")
@@ -351,7 +306,7 @@ pub fn never_matches(line: &str, protected: &[String]) -> Option<String> {
             }
         }
     }
-    let translated = javare::translate_pattern(&url).ok()?;
+    let translated = javare::translate_pattern(info.url_pattern).ok()?;
     let hir = regex_syntax::ParserBuilder::new()
         .build()
         .parse(&translated)
@@ -393,20 +348,6 @@ mod tests {
 
     fn prot() -> Vec<String> {
         vec!["/rest/".to_owned()]
-    }
-
-    #[test]
-    fn parts() {
-        let (m, url, json) =
-            line_parts("[post|PUT] .*/rest/x[A-Z]+[QueryParam::a==b][JsonData::c==d]");
-        assert_eq!(m, Some(vec!["POST".to_owned(), "PUT".to_owned()]));
-        assert_eq!(url, ".*/rest/x[A-Z]+");
-        assert!(json);
-        let (m, url, json) = line_parts(".*/rest/api/2/filter");
-        assert_eq!(
-            (m, url.as_str(), json),
-            (None, ".*/rest/api/2/filter", false)
-        );
     }
 
     #[test]
