@@ -787,7 +787,7 @@ impl HttpContext for Stream {
             .unwrap_or_default();
         let now = host_now_ms();
         // Without a clock every expiring token counts as expired: fail closed.
-        let decision = policy::decide_headers(
+        let decision = policy::decide_protected(
             &config,
             &method,
             &target,

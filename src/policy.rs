@@ -165,10 +165,23 @@ pub fn decide_headers(
     now_ms: i64,
     end_of_stream: bool,
 ) -> Decision {
-    let (raw_path, raw_query) = canonical::split_target(target);
     if !is_protected(config, target) {
         return Decision::Pass;
     }
+    decide_protected(config, method, target, req, now_ms, end_of_stream)
+}
+
+/// [`decide_headers`] for a target already known to be protected (the shell checks that
+/// first, to read the header map only for protected requests, and need not check twice).
+pub fn decide_protected(
+    config: &Config,
+    method: &str,
+    target: &str,
+    req: &impl RequestHeaders,
+    now_ms: i64,
+    end_of_stream: bool,
+) -> Decision {
+    let (raw_path, raw_query) = canonical::split_target(target);
     let Some(authorization) = req.header("authorization") else {
         return Decision::Pass;
     };
