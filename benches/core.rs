@@ -311,8 +311,8 @@ impl RequestHeaders for Headers {
     fn count(&self, name: &str) -> usize {
         self.0.iter().filter(|(n, _)| *n == name).count()
     }
-    fn source_address(&self) -> Option<Vec<u8>> {
-        Some(b"127.0.0.1:40000".to_vec())
+    fn source_address(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        Some(std::borrow::Cow::Borrowed(b"127.0.0.1:40000"))
     }
 }
 

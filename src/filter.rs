@@ -23,6 +23,8 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 
 use crate::audit::{self, Entry, PartialLine, Queue};
 use crate::config::{self, Config};
+use crate::headermap::HeaderBlock;
+use crate::host;
 use crate::ip;
 use crate::policy::{self, Decision, Grant, Pending, Reason, Refusal, RequestHeaders};
 use crate::reply;
@@ -426,16 +428,17 @@ impl RootContext for Root {
 ///
 /// A token request needs up to a dozen headers (credential, run-as, method overrides, body
 /// headers, request id) and whether the cookie and identity headers are present: one map
-/// read replaces a host call for each. Pass-through requests never build one.
+/// read replaces a host call for each, and the block is looked into where the host wrote it.
+/// Pass-through requests never build one.
 struct Snapshot {
-    headers: Vec<(String, Vec<u8>)>,
+    headers: HeaderBlock,
     /// `source.address`, read at most once.
     source: OnceCell<Option<Vec<u8>>>,
 }
 
 impl Snapshot {
     fn read() -> Option<Snapshot> {
-        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
+        let headers = host::request_headers().ok()?;
         Some(Snapshot {
             headers,
             source: OnceCell::new(),
@@ -443,37 +446,33 @@ impl Snapshot {
     }
 
     fn has(&self, name: &str) -> bool {
-        self.headers.iter().any(|(n, _)| n == name)
+        self.headers.has(name)
     }
 
     fn client_ip(&self) -> Option<std::net::IpAddr> {
-        self.source_address()
-            .and_then(|a| String::from_utf8(a).ok())
-            .and_then(|a| ip::parse_source_address(&a))
+        self.source_address().and_then(|a| {
+            std::str::from_utf8(&a)
+                .ok()
+                .and_then(ip::parse_source_address)
+        })
     }
 }
 
 impl RequestHeaders for Snapshot {
     fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
         // Envoy's own single-value getter answers the first entry: so does this.
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| Cow::Borrowed(v.as_slice()))
+        self.headers.get(name).map(Cow::Borrowed)
     }
 
     fn count(&self, name: &str) -> usize {
-        self.headers.iter().filter(|(n, _)| n == name).count()
+        self.headers.count(name)
     }
 
-    fn source_address(&self) -> Option<Vec<u8>> {
+    fn source_address(&self) -> Option<Cow<'_, [u8]>> {
         self.source
-            .get_or_init(|| {
-                hostcalls::get_property(vec!["source", "address"])
-                    .ok()
-                    .flatten()
-            })
-            .clone()
+            .get_or_init(|| host::property(b"source\0address").ok().flatten())
+            .as_deref()
+            .map(Cow::Borrowed)
     }
 }
 
@@ -703,15 +702,15 @@ impl Stream {
         let token_id = token
             .and_then(|i| config.tokens.get(i))
             .map(|t| t.id.as_str());
-        let set = |key: &str, value: Option<&str>| {
+        let set = |key: &[u8], value: Option<&str>| {
             if let Some(v) = value {
-                let _ = hostcalls::set_property(vec![key], Some(v.as_bytes()));
+                let _ = host::set_property(key, v.as_bytes());
             }
         };
-        set("tokengate.token_id", token_id);
-        set("tokengate.user", user);
-        set("tokengate.decision", Some(decision));
-        set("tokengate.reason", Some(reason.as_str()));
+        set(b"tokengate.token_id", token_id);
+        set(b"tokengate.user", user);
+        set(b"tokengate.decision", Some(decision));
+        set(b"tokengate.reason", Some(reason.as_str()));
     }
 
     fn finish_body(&mut self, config: &Config) -> Action {
@@ -878,7 +877,7 @@ impl HttpContext for Stream {
             return;
         };
         // Envoy hands `response.code` over as a little-endian int64; absent: no response.
-        let status = hostcalls::get_property(vec!["response", "code"])
+        let status = host::property(b"response\0code")
             .ok()
             .flatten()
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())

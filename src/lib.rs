@@ -9,6 +9,7 @@ pub mod canonical;
 pub mod config;
 pub mod credential;
 pub mod digest;
+pub mod headermap;
 pub mod ip;
 pub mod javare;
 pub mod json;
@@ -22,3 +23,5 @@ pub mod time;
 // Linted natively under clippy (check-only, nothing links), built for wasm32.
 #[cfg(any(target_arch = "wasm32", clippy))]
 mod filter;
+#[cfg(any(target_arch = "wasm32", clippy))]
+mod host;

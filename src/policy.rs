@@ -22,7 +22,7 @@ pub trait RequestHeaders {
     /// read the whole header map).
     fn count(&self, name: &str) -> usize;
     /// Envoy's `source.address` (`ip:port`).
-    fn source_address(&self) -> Option<Vec<u8>>;
+    fn source_address(&self) -> Option<Cow<'_, [u8]>>;
 }
 
 /// Method-override headers: the method checked must be the method the app serves.
@@ -233,10 +233,11 @@ pub fn decide_protected(
         return refusal;
     }
     if !token.ips.is_empty() {
-        let client = req
-            .source_address()
-            .and_then(|a| String::from_utf8(a).ok())
-            .and_then(|a| ip::parse_source_address(&a));
+        let client = req.source_address().and_then(|a| {
+            std::str::from_utf8(&a)
+                .ok()
+                .and_then(ip::parse_source_address)
+        });
         if !client.is_some_and(|c| token.ips.iter().any(|cidr| cidr.contains(c))) {
             return refuse(
                 403,
@@ -527,8 +528,8 @@ mod tests {
         fn count(&self, name: &str) -> usize {
             self.headers.iter().filter(|(n, _)| n == name).count()
         }
-        fn source_address(&self) -> Option<Vec<u8>> {
-            self.source.map(|s| s.as_bytes().to_vec())
+        fn source_address(&self) -> Option<Cow<'_, [u8]>> {
+            self.source.map(|s| Cow::Borrowed(s.as_bytes()))
         }
     }
 

@@ -42,8 +42,11 @@ impl RequestHeaders for Headers<'_> {
             .get(&name.to_ascii_lowercase())
             .map_or(0, Vec::len)
     }
-    fn source_address(&self) -> Option<Vec<u8>> {
-        self.0.client.clone().map(String::into_bytes)
+    fn source_address(&self) -> Option<Cow<'_, [u8]>> {
+        self.0
+            .client
+            .as_deref()
+            .map(|c| Cow::Borrowed(c.as_bytes()))
     }
 }
 
