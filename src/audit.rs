@@ -12,12 +12,11 @@
 
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::canonical;
 use crate::config::AuditConfig;
-use crate::reply::push_json_string;
+use crate::text::{push_ip, push_json_string, push_uint};
 use crate::time::push_rfc3339_ms;
 
 /// First retry delay after a failed batch; doubled per consecutive failure.
@@ -92,7 +91,9 @@ impl Entry<'_> {
         out.push_str(",\"client_ip\":");
         match self.client_ip {
             Some(ip) => {
-                let _ = write!(out, "\"{ip}\"");
+                out.push('"');
+                push_ip(&mut out, ip);
+                out.push('"');
             }
             None => out.push_str("null"),
         }
@@ -112,9 +113,7 @@ impl Entry<'_> {
         push_json_string(&mut out, self.reason);
         out.push_str(",\"rule\":");
         match self.rule {
-            Some(r) => {
-                let _ = write!(out, "{r}");
-            }
+            Some(r) => push_uint(&mut out, u64::try_from(r).unwrap_or(u64::MAX)),
             None => out.push_str("null"),
         }
         PartialLine(out)
@@ -128,12 +127,12 @@ impl PartialLine {
         let mut out = self.0;
         out.push_str(",\"status\":");
         match status {
-            Some(s) => {
-                let _ = write!(out, "{s}");
-            }
+            Some(s) => push_uint(&mut out, u64::from(s)),
             None => out.push_str("null"),
         }
-        let _ = writeln!(out, ",\"duration_ms\":{}}}", duration_ms.max(0));
+        out.push_str(",\"duration_ms\":");
+        push_uint(&mut out, u64::try_from(duration_ms).unwrap_or(0));
+        out.push_str("}\n");
         out
     }
 }

@@ -18,6 +18,7 @@ pub mod pbstruct;
 pub mod policy;
 pub mod reply;
 pub mod restriction;
+pub mod text;
 pub mod time;
 
 // Linted natively under clippy (check-only, nothing links), built for wasm32.

@@ -1,6 +1,7 @@
 //! Local replies in Jira's error shape (SPEC §10).
 
 use crate::config::AuthMethods;
+use crate::text::push_json_string;
 
 /// Jira's exact content type: clients such as atlassian-python-api show the message only
 /// when it matches.
@@ -22,25 +23,6 @@ pub fn challenges(methods: AuthMethods) -> &'static [&'static str] {
         AuthMethods::Bearer => &["Bearer"],
         AuthMethods::Both => &["Basic realm=\"tokengate\"", "Bearer"],
     }
-}
-
-/// Appends `s` as a JSON string literal.
-pub fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", u32::from(c)));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! wasm32-unknown-unknown has no clock of its own; times come from the host as Unix
 //! milliseconds and are compared as integers.
 
+use crate::text::push_padded;
+
 /// Parses an RFC 3339 date-time (`2027-01-01T00:00:00Z`, `2027-01-01T01:00:00.5+01:00`)
 /// into Unix milliseconds.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
@@ -83,19 +85,30 @@ pub fn format_rfc3339_ms(unix_ms: i64) -> String {
 /// Appends Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (the audit line writes it in
 /// place, without a separate allocation).
 pub fn push_rfc3339_ms(out: &mut String, unix_ms: i64) {
-    use std::fmt::Write as _;
     let secs = unix_ms.div_euclid(1000);
     let ms = unix_ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    );
+    // Same as `{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{ms:03}Z` for years 0..=9999, which a
+    // host clock stays in; a negative year would lose its sign.
+    let field = |out: &mut String, v: i64, width: usize| {
+        push_padded(out, u64::try_from(v).unwrap_or(0), width);
+    };
+    field(out, y, 4);
+    out.push('-');
+    field(out, m, 2);
+    out.push('-');
+    field(out, d, 2);
+    out.push('T');
+    field(out, sod / 3600, 2);
+    out.push(':');
+    field(out, (sod / 60) % 60, 2);
+    out.push(':');
+    field(out, sod % 60, 2);
+    out.push('.');
+    field(out, ms, 3);
+    out.push('Z');
 }
 
 fn is_leap(y: i64) -> bool {
