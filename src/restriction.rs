@@ -127,6 +127,9 @@ struct Line {
     /// Bitmask over `KNOWN_METHODS`; `None`: any method.
     methods: Option<u16>,
     url: Regex,
+    /// What every path `url` matches starts with ([`javare::required_prefix`]): checked
+    /// first, so most non-matching lines never run their regex.
+    url_prefix: Box<[u8]>,
     /// The URL pattern as written (for lints and explanations).
     url_source: String,
     query: Vec<QueryCond>,
@@ -203,7 +206,7 @@ impl Line {
                 return Err(HeadFail::Method);
             }
         }
-        if !self.url.is_match(req.path) {
+        if !req.path.as_bytes().starts_with(&self.url_prefix) || !self.url.is_match(req.path) {
             return Err(HeadFail::Path);
         }
         for (ci, cond) in self.query.iter().enumerate() {
@@ -720,6 +723,7 @@ fn parse_line(
     }
     let url = p.regex(pos, url_end)?;
     let url_source = p.text(pos, url_end);
+    let url_prefix = javare::required_prefix(&url_source).into_boxed_slice();
 
     // Conditions
     let mut query = Vec::new();
@@ -789,6 +793,7 @@ fn parse_line(
         source: text.trim().to_string(),
         methods,
         url,
+        url_prefix,
         url_source,
         query,
         json,
