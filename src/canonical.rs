@@ -110,20 +110,28 @@ pub fn protection_path(raw_path: &str) -> Cow<'_, str> {
 /// True when `path` is already in normal form: starts with `/`, nothing to decode or drop, no
 /// empty, `.` or `..` segment except a final empty one.
 fn is_plain(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
+    let Some(rest) = path.as_bytes().strip_prefix(b"/") else {
         return false;
     };
-    if path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';')) {
-        return false;
-    }
-    let mut segs = rest.split('/').peekable();
-    while let Some(seg) = segs.next() {
-        let last = segs.peek().is_none();
-        if (seg.is_empty() && !last) || seg == "." || seg == ".." {
-            return false;
+    // One pass over the bytes (this runs on every request): per segment, its length and how
+    // many of its bytes are dots (all dots and at most two: `.` or `..`).
+    let dot_segment = |len: usize, dots: usize| len > 0 && dots == len && len <= 2;
+    let (mut len, mut dots) = (0usize, 0usize);
+    for &b in rest {
+        match b {
+            b'%' | b'\\' | b';' => return false,
+            b'/' => {
+                if len == 0 || dot_segment(len, dots) {
+                    return false;
+                }
+                (len, dots) = (0, 0);
+            }
+            b'.' => (len, dots) = (len + 1, dots + 1),
+            _ => len += 1,
         }
     }
-    true
+    // The last segment may be empty (a trailing slash).
+    !dot_segment(len, dots)
 }
 
 /// Decodes a path under the §7 rules; borrowed when there is nothing to decode.

@@ -9,34 +9,56 @@ use std::net::IpAddr;
 /// Appends `s` as a JSON string literal. Runs of bytes that need no escape are copied whole.
 pub fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
-    let mut rest = s;
-    while let Some(at) = rest.find(needs_escape) {
-        let (plain, tail) = rest.split_at(at);
-        out.push_str(plain);
-        let mut chars = tail.chars();
-        if let Some(c) = chars.next() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c => {
-                    out.push_str("\\u");
-                    push_hex4(out, u32::from(c));
-                }
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        // Control characters, the two JSON delimiters, and U+2028/U+2029 (E2 80 A8/A9: line
+        // breaks to JavaScript, escaped so a line can be embedded in a script). Every other
+        // byte, multi-byte UTF-8 included, is copied as it is.
+        let escape: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0..=0x1f => Some(""),
+            0xe2 if bytes.get(i + 1) == Some(&0x80)
+                && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) =>
+            {
+                Some("")
             }
+            _ => None,
+        };
+        let Some(escape) = escape else {
+            i += 1;
+            continue;
+        };
+        out.push_str(s.get(run..i).unwrap_or_default());
+        if escape.is_empty() {
+            let (code, width) = if b == 0xe2 {
+                (
+                    if bytes.get(i + 2) == Some(&0xa8) {
+                        0x2028
+                    } else {
+                        0x2029
+                    },
+                    3,
+                )
+            } else {
+                (u32::from(b), 1)
+            };
+            out.push_str("\\u");
+            push_hex4(out, code);
+            i += width;
+        } else {
+            out.push_str(escape);
+            i += 1;
         }
-        rest = chars.as_str();
+        run = i;
     }
-    out.push_str(rest);
+    out.push_str(s.get(run..).unwrap_or_default());
     out.push('"');
-}
-
-/// Control characters, the two JSON delimiters, and U+2028/U+2029 (line breaks to
-/// JavaScript, escaped so a line can be embedded in a script).
-fn needs_escape(c: char) -> bool {
-    matches!(c, '"' | '\\' | '\u{0}'..='\u{1f}' | '\u{2028}' | '\u{2029}')
 }
 
 fn push_hex4(out: &mut String, v: u32) {
@@ -121,6 +143,8 @@ mod tests {
             "é ü 漢字 😀",
             "sep\u{2028}\u{2029}end",
             "\"\"\\\\",
+            "\u{2027}€\u{2028}x\u{2029}",
+            "end\u{1f}",
         ] {
             let out = json(s);
             let back: String = serde_json::from_str(&out).unwrap();
@@ -128,6 +152,11 @@ mod tests {
         }
         assert_eq!(json("\u{1}\u{2028}"), "\"\\u0001\\u2028\"");
         assert_eq!(json("a\"b"), "\"a\\\"b\"");
+        assert_eq!(
+            json("\u{2027}€"),
+            "\"\u{2027}€\"",
+            "only U+2028/U+2029 are escaped"
+        );
     }
 
     #[test]
