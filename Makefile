@@ -81,21 +81,35 @@ compose-down:
 compose-test: venv compose-up
 	$(PY) -m pytest -q tests/compose; rc=$$?; $(COMPOSE) down; exit $$rc
 
-# Benchmarks (not part of `make test`): native core micro-benchmarks, then Envoy with no filter,
-# native filters, the empty wasm filter and tokengate; writes BENCHMARKS.md. Run length:
-# BENCH_ROUNDS, BENCH_SECONDS (see scripts/bench.py).
+# Benchmarks (not part of `make test`): native core micro-benchmarks, the wasm filters' own code
+# in Node's V8 (bench/wasm-host/host.mjs), then Envoy with no filter, native filters, the empty
+# wasm filter and tokengate; writes BENCHMARKS.md. Run length: BENCH_ROUNDS, BENCH_SECONDS (see
+# scripts/bench.py).
 EMPTY_WASM := dist/bench/empty-filter.wasm
 $(EMPTY_WASM): bench/empty-filter/src/lib.rs bench/empty-filter/Cargo.toml scripts/build-wasm.sh
 	scripts/build-wasm.sh empty-filter $(EMPTY_WASM) bench/empty-filter/Cargo.toml
 
 bench: venv wasm $(EMPTY_WASM)
 	@need=""; for t in hey wrk; do command -v $$t >/dev/null || need="$$need $$t"; done; \
+	command -v node >/dev/null || need="$$need nodejs"; \
 	if [ -n "$$need" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
 	  echo "bench: installing$$need"; \
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
 	fi
 	$(PY) scripts/bench.py
+
+# Where tokengate's own wasm code spends its time: Node's CPU profiler on bench/wasm-host/host.mjs,
+# top functions by self and inclusive time. PROFILE_CASE: bearer (default), basic10, json, 100k.
+PROFILE_CASE ?= bearer
+.PHONY: profile
+profile: venv wasm
+	@if ! command -v node >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	  echo "profile: installing nodejs"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; \
+	fi
+	$(PY) scripts/profile-wasm.py $(PROFILE_CASE)
 
 clean:
 	rm -rf target dist $(VENV)

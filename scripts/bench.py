@@ -4,28 +4,37 @@
 What it does, in order (the machine has 2 cores: Envoy gets CPU 0, everything else CPU 1):
 
 1. Native core micro-benchmarks (`cargo bench --bench core`), table captured.
-2. Starts one Envoy per configuration (``--concurrency 1 --disable-hot-restart``, pinned to
+2. Wasm side: the wasm configurations' filters in Node's V8 under bench/wasm-host/host.mjs, a
+   proxy-wasm host answering host calls itself (nearly free), with the same plugin configs and
+   requests (plus the headers Envoy adds): ns per request and host calls per request, i.e. the
+   filters' own code. Checked first like the Envoy runs (allowed, and a refused request gets
+   401/403).
+3. Starts one Envoy per configuration (``--concurrency 1 --disable-hot-restart``, pinned to
    CPU 0 with taskset), each with a direct-response route, and checks that every filter
    enforces: a request that must be refused is refused (401/403) and one that must be
    allowed gets 200. A mis-configured filter cannot look cheap.
-3. Fixed offered load (``hey -q``, pinned to CPU 1): for BENCH_ROUNDS rounds, configurations
+4. Fixed offered load (``hey -q``, pinned to CPU 1): for BENCH_ROUNDS rounds, configurations
    interleaved, each sample BENCH_SECONDS long at BENCH_QPS req/s. Per sample: Envoy's CPU
    time (utime+stime of the Envoy pid from /proc/PID/stat) divided by the requests Envoy
    served (its own ``http.bench.downstream_rq_total``), and hey's p99. Median over rounds.
-4. A saturating wrk run per configuration for requests/s (batching under saturation changes
-   per-request cost, so the CPU figures come from step 3 only).
-5. Scale: time to /ready, log-timed load per VM and RSS for 100,000 tokens vs 10 tokens.
-6. Memory per request: BENCH_MEM_REQUESTS (1,000,000) mixed tokengate requests through one
+5. A saturating wrk run per configuration for requests/s (batching under saturation changes
+   per-request cost, so the CPU figures come from step 4 only).
+6. Scale (not with BENCH_ONLY or BENCH_SKIP_SCALE=1): time to /ready, log-timed load per VM
+   and RSS for 100,000 tokens vs 10 tokens.
+7. Memory per request: BENCH_MEM_REQUESTS (1,000,000) mixed tokengate requests through one
    Envoy (100,000 tokens), its RSS and allocator figures (admin /memory) before and after.
-7. Prints the table and writes BENCHMARKS.md.
+8. Prints the table and writes BENCHMARKS.md.
 
 Environment: BENCH_ROUNDS (3), BENCH_SECONDS (15), BENCH_QPS (4000), BENCH_CONNS (4),
 BENCH_WRK_SECONDS (8), BENCH_MEM_REQUESTS (1000000), BENCH_OUT (BENCHMARKS.md),
-BENCH_ONLY (comma-separated configuration names), BENCH_SKIP_CORE=1, BENCH_SKIP_MEM=1,
+BENCH_ONLY (comma-separated configuration names), BENCH_SKIP_CORE=1, BENCH_SKIP_WASMHOST=1,
+BENCH_WASMHOST_N (100000 requests per timed run), BENCH_SKIP_SCALE=1, BENCH_SKIP_MEM=1,
 BENCH_KEEP=1 (keep the work directory with the Envoy configs and logs),
 BENCH_AUDIT (sink: audit batches POSTed to an in-process sink, the shipped deployment; log:
 no audit section, lines go to Envoy's log), ENVOY_BIN, TOKENGATE_WASM, EMPTY_WASM.
 Every process it starts is stopped by pid when it ends, also on failure.
+
+Importable without side effects (scripts/profile-wasm.py uses its configurations and requests).
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SHIPPED = os.path.join(REPO, "envoy", "envoy.yaml")
 WASM = os.path.abspath(os.environ.get("TOKENGATE_WASM") or os.path.join(REPO, "dist", "tokengate.wasm"))
 EMPTY_WASM = os.path.abspath(os.environ.get("EMPTY_WASM") or os.path.join(REPO, "dist", "bench", "empty-filter.wasm"))
+WASM_HOST = os.path.join(REPO, "bench", "wasm-host", "host.mjs")
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "15"))
@@ -66,6 +76,7 @@ WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "8"))
 # V8 compiles hot wasm functions in the background at first: that CPU is not per-request cost.
 WARMUP_SECONDS = float(os.environ.get("BENCH_WARMUP_SECONDS", "5"))
 MEM_REQUESTS = int(os.environ.get("BENCH_MEM_REQUESTS", "1000000"))
+WASMHOST_N = int(os.environ.get("BENCH_WASMHOST_N", "100000"))
 OUT = os.environ.get("BENCH_OUT") or os.path.join(REPO, "BENCHMARKS.md")
 ONLY = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
 AUDIT = os.environ.get("BENCH_AUDIT", "sink")
@@ -296,7 +307,9 @@ class Conf:
         self.sanity = ""
 
 
-def configurations() -> list:
+def configurations(only: list | None = None) -> list:
+    """The Envoy configurations; `only` (default BENCH_ONLY) selects some, with their baselines."""
+    only = ONLY if only is None else only
     big = 100_000
     confs = [
         Conf("none", "no filter", [], get("Bearer " + T_BEARER), []),
@@ -327,8 +340,8 @@ def configurations() -> list:
                       BODY_1K.replace(b'"BENCH"', b'"OTHER"'))],
              baseline="none-post", floor="empty-wasm-post", target=1.6, wasm=True),
     ]
-    if ONLY:
-        keep = set(ONLY)
+    if only:
+        keep = set(only)
         for c in confs:  # baselines and floors of what was asked for come along
             if c.name in keep:
                 keep.update({c.baseline, c.floor})
@@ -592,6 +605,201 @@ def run_wrk(port: int, reqs: list, seconds: int, workdir: str, conns: int = 32) 
             errors.group(1) if errors else "")
 
 
+# --------------------------------------------------------------------------- wasm side (Node host)
+
+# The wasm configurations measured under bench/wasm-host/host.mjs, in table order. The two
+# POST baselines: the empty filter is an Envoy configuration (empty-wasm-post); the floor on
+# the POST request is made here (floor-post), so the JsonData case has a floor on its request.
+WASMHOST_CASES = ["empty-wasm", "empty-wasm-floor", "tg-bearer", "tg-basic10", "tg-100k",
+                  "empty-wasm-post", "empty-wasm-floor-post", "tg-json"]
+# What hey and Envoy put around the benchmark requests' own headers.
+HEY_USER_AGENT = "hey/0.0.1"
+REQUEST_ID = "8d3f1e2a-4b5c-4d6e-9f70-112233445566"
+SOURCE_ADDRESS = "127.0.0.1:50000"
+
+
+def envoy_headers(req: Request) -> list:
+    """The request headers Envoy hands a filter for `req` as hey sends it: pseudo-headers, hey's
+    headers, the request's own, and what the connection manager adds."""
+    h = [[":authority", "127.0.0.1:10000"], [":path", req.path], [":method", req.method], [":scheme", "http"],
+         ["user-agent", HEY_USER_AGENT]]
+    if req.body:
+        h.append(["content-length", str(len(req.body))])
+    h += [[k, v] for k, v in req.headers.items()]
+    h += [["accept-encoding", "gzip"], ["x-forwarded-proto", "http"], ["x-request-id", REQUEST_ID]]
+    return h
+
+
+def wasmhost_request(req: Request) -> dict:
+    """REQUEST.json for host.mjs."""
+    return {"headers": envoy_headers(req), "body": req.body.decode(), "status": 200, "source": SOURCE_ADDRESS}
+
+
+def plugin_bytes(flt: dict) -> bytes:
+    """The plugin configuration a wasm filter block hands its filter (b"" for none): a Struct as
+    the JSON text Envoy converts it to, a StringValue as its text."""
+    conf = flt["typed_config"]["config"].get("configuration")
+    if not conf:
+        return b""
+    if conf["@type"].endswith("google.protobuf.StringValue"):
+        return conf["value"].encode()
+    return json.dumps(conf["value"], separators=(",", ":")).encode()
+
+
+class WasmCase:
+    """One wasm configuration under host.mjs; `empty` and `floor` name its baselines; `enforces`:
+    a tokengate case (it has requests to refuse), not a baseline."""
+
+    def __init__(self, name: str, label: str, wasm: str, config: bytes, request: Request, refused: list,
+                 refused_status: tuple, empty: str, floor: str, enforces: bool):
+        self.name, self.label, self.wasm, self.config = name, label, wasm, config
+        self.request, self.refused, self.refused_status = request, refused, refused_status
+        self.empty, self.floor, self.enforces = empty, floor, enforces
+        self.result: dict = {}
+        self.sanity = ""
+
+
+def wasmhost_cases(only: list | None = None) -> list:
+    """The wasm configurations of configurations(), as host.mjs runs them; `only` (default
+    BENCH_ONLY) selects some, with their baselines."""
+    only = ONLY if only is None else only
+    by = {c.name: c for c in configurations([])}
+    cases = {}
+    for c in by.values():
+        if c.name not in WASMHOST_CASES:
+            continue
+        flt = next(f for f in c.filters if f.get("typed_config", {}).get("@type") == WASM_TYPE)
+        wasm = flt["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"]
+        post_req = c.request.method == "POST"
+        cases[c.name] = WasmCase(c.name, c.label, wasm, plugin_bytes(flt), c.request, c.refused, c.refused_status,
+                                 "empty-wasm-post" if post_req else "empty-wasm",
+                                 "empty-wasm-floor-post" if post_req else "empty-wasm-floor",
+                                 enforces=bool(c.refused))
+    floor_get = cases["empty-wasm-floor"]
+    cases["empty-wasm-floor-post"] = WasmCase(
+        "empty-wasm-floor-post", "empty filter, SPEC floor calls, POST 1 KiB JSON", floor_get.wasm, floor_get.config,
+        by["empty-wasm-post"].request, [], (), "empty-wasm-post", "empty-wasm-floor-post", enforces=False)
+    if only:
+        keep = {n for n in only if n in cases}
+        for n in list(keep):
+            keep.update({cases[n].empty, cases[n].floor})
+        cases = {n: c for n, c in cases.items() if n in keep}
+    return sorted(cases.values(), key=lambda c: WASMHOST_CASES.index(c.name))
+
+
+def write_wasmhost_inputs(case: WasmCase, workdir: str) -> tuple:
+    """Writes the config and request files for `case`; returns (config path or "", request
+    path, [refused request paths])."""
+    config_path = ""
+    if case.config:
+        config_path = os.path.join(workdir, f"wasmhost-{case.name}.config")
+        with open(config_path, "wb") as f:
+            f.write(case.config)
+    paths = []
+    for i, req in enumerate([case.request] + list(case.refused)):
+        path = os.path.join(workdir, f"wasmhost-{case.name}-{'request' if i == 0 else f'refused{i}'}.json")
+        with open(path, "w") as f:
+            json.dump(wasmhost_request(req), f)
+        paths.append(path)
+    return config_path, paths[0], paths[1:]
+
+
+def run_host(wasm: str, config_path: str, request_path: str, n: int, node_args: tuple = ()) -> dict:
+    """One host.mjs run (pinned to Envoy's CPU); its JSON result."""
+    argv = ["taskset", "-c", str(ENVOY_CPU), "node", *node_args, WASM_HOST, wasm, config_path, request_path, str(n)]
+    p = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=1800, preexec_fn=_child_setup)
+    if p.returncode != 0:
+        raise BenchError(f"wasm host failed ({' '.join(argv[3:])}):\n{p.stderr[-3000:]}")
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BenchError(f"wasm host printed no result ({' '.join(argv[3:])}):\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+
+
+def check_wasmhost_allowed(case: WasmCase, res: dict) -> None:
+    """The benchmark request must be allowed; a tokengate case must also have recognised the
+    credential (authorization removed, identity header set), or an unrecognised token passed
+    through could look cheap."""
+    if res.get("local_reply") is not None:
+        raise BenchError(f"wasm host {case.name}: the benchmark request got a local reply {res['local_reply']}, "
+                         "expected none (allowed): filter mis-configured?")
+    if not res.get("host_calls_total"):
+        raise BenchError(f"wasm host {case.name}: the filter made no host calls: it did not run")
+    if case.enforces:
+        up = res.get("upstream_headers") or []
+        names = {k for k, _ in up}
+        if "authorization" in names or not any(v == USER for k, v in up if not k.startswith(":")):
+            raise BenchError(f"wasm host {case.name}: the benchmark request was allowed but not as user {USER!r} "
+                             f"with the credential removed (upstream headers {up}): the credential was not "
+                             "recognised")
+
+
+def check_wasmhost(case: WasmCase, config_path: str, request_path: str, refused_paths: list) -> None:
+    """Before timing, with few requests: the benchmark request allowed, each refused request
+    refused (a local reply in refused_status). Sets case.sanity."""
+    check_wasmhost_allowed(case, run_host(case.wasm, config_path, request_path, 200))
+    got = []
+    for req, path in zip(case.refused, refused_paths):
+        status = run_host(case.wasm, config_path, path, 200).get("local_reply")
+        if status not in case.refused_status:
+            raise BenchError(f"wasm host {case.name}: a request that must be refused got local reply {status} "
+                             f"(expected {case.refused_status}): this filter does not enforce "
+                             f"({req.method} {req.path})")
+        got.append(str(status))
+    case.sanity = f"allowed / refused {', '.join(got)}" if got else "allowed (nothing to refuse)"
+
+
+def run_wasmhost(workdir: str) -> list | None:
+    """Step 2: every wasm case under host.mjs, checked, then timed. None when skipped."""
+    if os.environ.get("BENCH_SKIP_WASMHOST"):
+        return None
+    cases = wasmhost_cases()
+    if not cases:
+        return []
+    for case in cases:
+        config_path, request_path, refused_paths = write_wasmhost_inputs(case, workdir)
+        check_wasmhost(case, config_path, request_path, refused_paths)
+        log(f"wasm host {case.name}: {WASMHOST_N} requests × 5")
+        res = run_host(case.wasm, config_path, request_path, WASMHOST_N)
+        check_wasmhost_allowed(case, res)
+        case.result = res
+        log(f"  {case.name:22} {res['ns_per_request']:8.1f} ns/req  {res['host_calls_total']:g} host calls/req  "
+            f"({case.sanity})")
+    return cases
+
+
+def host_calls_text(per_import: dict) -> str:
+    def num(v: float) -> str:
+        t = f"{v:.2f}".rstrip("0").rstrip(".")
+        return "<0.01" if t == "0" else t
+    items = sorted(per_import.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{k.removeprefix('proxy_')} {num(v)}" for k, v in items)
+
+
+def wasm_table(cases: list) -> str:
+    by = {c.name: c for c in cases}
+
+    def ns(name: str) -> float:
+        c = by.get(name)
+        return c.result["ns_per_request"] if c and c.result else float("nan")
+
+    def above(c: WasmCase, base: str) -> str:
+        if base == c.name or base not in by:
+            return "—"
+        d = c.result["ns_per_request"] - ns(base)
+        return ("+" if d >= 0 else "") + fmt(d, 0)
+
+    rows = ["| configuration | ns/request (median) | above empty filter | above SPEC floor | host calls per request "
+            "(total) | host calls by import |",
+            "|---|---:|---:|---:|---:|---|"]
+    for c in cases:
+        r = c.result
+        floor = above(c, c.floor) if c.enforces else "—"
+        rows.append(f"| {c.label} | {fmt(r['ns_per_request'], 0)} | {above(c, c.empty)} | {floor} | "
+                    f"{r['host_calls_total']:g} | {host_calls_text(r['host_calls_per_request'])} |")
+    return "\n".join(rows)
+
+
 # --------------------------------------------------------------------------- scale and memory
 
 def config_loads(env: Envoy) -> list:
@@ -728,12 +936,44 @@ def run_core() -> str:
     return p.stdout.strip()
 
 
+def node_version() -> str:
+    p = subprocess.run(["node", "-p", "`Node ${process.version}, V8 ${process.versions.v8}`"], capture_output=True,
+                       text=True)
+    return p.stdout.strip() if p.returncode == 0 else "Node"
+
+
+def wasm_section(cases: list | None, wtab: str | None) -> list:
+    L = ["## Wasm side: the filter's own code (Node V8, host calls stubbed)", ""]
+    if cases is None:
+        return L + ["(skipped: BENCH_SKIP_WASMHOST)", ""]
+    if not cases or not wtab:
+        return L + ["(no wasm configuration in BENCH_ONLY)", ""]
+    L += [f"The same .wasm files, plugin configurations and requests as above, run in {node_version()} by "
+          "`bench/wasm-host/host.mjs`, a proxy-wasm host that answers each host call itself in a few lines of "
+          "JavaScript (and runs the root timer and answers the audit calls with 200, as the sink does). V8 is the "
+          "engine Envoy embeds, with the same optimizing compiler, and the host side is nearly free here, so the "
+          "difference between two configurations is the filters' own code, which Envoy's CPU figures cannot "
+          "separate from Envoy's side of each host call. It measures cost, not behaviour (the integration tests "
+          "test behaviour through Envoy).", "",
+          f"- ns/request: median of 5 timed runs of {WASMHOST_N:,} identical requests after a warm-up, one process "
+          f"per configuration pinned to CPU {ENVOY_CPU}. Requests carry the headers Envoy hands a filter "
+          "(`:authority`, `:path`, `:method`, `:scheme`, `user-agent`, `accept-encoding`, `x-forwarded-proto`, "
+          "`x-request-id`, `content-length` and `content-type` on the POST).",
+          "- *above SPEC floor*: above the empty filter making only the host calls SPEC obliges tokengate to make "
+          "(on the same request; on the POST it does not read the body), i.e. tokengate's own code. Host calls "
+          "include the timer and audit-call work, spread over the requests.",
+          "- Checked before timing, as in Envoy: " + "; ".join(f"{c.name} {c.sanity}" for c in cases if c.enforces)
+          + " (local replies; allowed requests allowed as user `bench` with the credential removed).",
+          "", wtab, ""]
+    return L
+
+
 def write_md(m: dict, core: str, tab: str, checks: list, sc: dict | None, mem: dict | None, confs: list,
-             elapsed: float) -> None:
+             elapsed: float, wasm_cases: list | None = None, wasm_tab: str | None = None) -> None:
     by = {c.name: c for c in confs}
     env_vars = " ".join(f"{k}={os.environ[k]}" for k in ("BENCH_ROUNDS", "BENCH_SECONDS", "BENCH_QPS", "BENCH_CONNS",
                                                           "BENCH_WRK_SECONDS", "BENCH_MEM_REQUESTS", "BENCH_ONLY",
-                                                          "BENCH_AUDIT") if os.environ.get(k))
+                                                          "BENCH_AUDIT", "BENCH_WASMHOST_N") if os.environ.get(k))
     trial = ROUNDS < 3 or SECONDS < 10
     L = ["# tokengate benchmarks", ""]
     if trial:
@@ -789,6 +1029,7 @@ def write_md(m: dict, core: str, tab: str, checks: list, sc: dict | None, mem: d
                  f"over no filter; tokengate (Bearer, no lines) costs {fmt(tg_over)} µs, so its own code and audit "
                  f"delivery account for {fmt(tg_over - floor)} µs.")
     L.append("")
+    L += wasm_section(wasm_cases, wasm_tab)
     if sc:
         L += ["## Scale: 100,000 tokens", "",
               "| | 10 tokens | 100,000 tokens |", "|---|---:|---:|",
@@ -837,22 +1078,25 @@ def write_md(m: dict, core: str, tab: str, checks: list, sc: dict | None, mem: d
 
 def main() -> int:
     t0 = time.monotonic()
-    for tool in ("hey", "wrk", "taskset"):
+    tools = ("hey", "wrk", "taskset") + (() if os.environ.get("BENCH_SKIP_WASMHOST") else ("node",))
+    for tool in tools:
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
-            raise BenchError(f"{tool} is missing (make bench installs hey and wrk)")
+            raise BenchError(f"{tool} is missing (make bench installs hey, wrk and node)")
     for path in (WASM, EMPTY_WASM, real_envoy()):
         if not os.path.exists(path):
             raise BenchError(f"{path} is missing (make bench builds it: make wasm, make venv)")
     core = run_core()
-    # Everything from here (hey, wrk, the audit sink) runs on the load generator's core.
-    os.sched_setaffinity(0, {LOAD_CPU})
     confs = configurations()
     workdir = tempfile.mkdtemp(prefix="tokengate-bench-")
-    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    threading.Thread(target=sink.serve_forever, daemon=True).start()
-    audit_port = sink.server_address[1]
-    sc = mem = None
+    sink = None
+    sc = mem = wasm_cases = None
     try:
+        wasm_cases = run_wasmhost(workdir)
+        # Everything from here (hey, wrk, the audit sink) runs on the load generator's core.
+        os.sched_setaffinity(0, {LOAD_CPU})
+        sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+        threading.Thread(target=sink.serve_forever, daemon=True).start()
+        audit_port = sink.server_address[1]
         for c in confs:
             log(f"starting Envoy: {c.name}")
             c.envoy = Envoy(c.name, c.filters, workdir, audit_port)
@@ -875,7 +1119,7 @@ def main() -> int:
         for c in confs:
             if c.envoy:
                 c.envoy.stop()
-        if not ONLY:
+        if not ONLY and not os.environ.get("BENCH_SKIP_SCALE"):
             log("scale: 10 vs 100,000 tokens")
             sc = scale(workdir, audit_port)
             log(f"  load per VM {sc['load_per_vm_s']:.3f} s, RSS per VM {sc['rss_per_vm_mib']:.1f} MiB")
@@ -888,14 +1132,18 @@ def main() -> int:
         for c in confs:
             if c.envoy:
                 c.envoy.stop()
-        sink.shutdown()
+        if sink:
+            sink.shutdown()
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(workdir, ignore_errors=True)
     tab, checks = table(confs)
     print("\n" + tab + "\n", flush=True)
     for c, ratio, ok in checks:
         print(f"{c.label}: {fmt(ratio, 2)}× empty wasm overhead (target ≤ {c.target}×) {'PASS' if ok else 'FAIL'}")
-    write_md(machine(), core, tab, checks, sc, mem, confs, time.monotonic() - t0)
+    wtab = wasm_table(wasm_cases) if wasm_cases else None
+    if wtab:
+        print("\nWasm side (Node V8, host calls stubbed):\n" + wtab + "\n", flush=True)
+    write_md(machine(), core, tab, checks, sc, mem, confs, time.monotonic() - t0, wasm_cases, wtab)
     log(f"audit lines received by the sink: {Sink.lines}")
     return 0
 
