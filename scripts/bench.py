@@ -1010,10 +1010,10 @@ def write_md(m: dict, core: str, tab: str, checks: list, sc: dict | None, mem: d
     env_vars = " ".join(f"{k}={os.environ[k]}" for k in ("BENCH_ROUNDS", "BENCH_SECONDS", "BENCH_QPS", "BENCH_CONNS",
                                                           "BENCH_WRK_SECONDS", "BENCH_MEM_REQUESTS", "BENCH_ONLY",
                                                           "BENCH_AUDIT", "BENCH_WASMHOST_N") if os.environ.get(k))
-    trial = ROUNDS < 3 or SECONDS < 10
+    trial = ROUNDS < 5 or SECONDS < 3
     L = ["# tokengate benchmarks", ""]
     if trial:
-        L += ["> **Short trial run** (fewer than 3 rounds or samples under 10 s, on a machine shared with other",
+        L += ["> **Short trial run** (fewer than 5 rounds or samples under 3 s, on a machine shared with other",
               "> work): these figures prove the pipeline works; they are noisy and not for comparison.", ""]
     L += ["Written by `make bench` (scripts/bench.py). Every figure below is from the one run described here.", "",
           "## Machine and run", "",
