@@ -1,5 +1,7 @@
 //! Restriction lines from arbitrary text: compiling must never panic, and a line that
-//! compiles must evaluate without panicking.
+//! compiles must evaluate without panicking. The first line also serves as a URL pattern and
+//! the second as a path: the literal prefix lines are screened with must never turn down a
+//! path the pattern matches.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,6 +13,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+    if let ([pattern, path, ..], Ok(re)) = (
+        lines.as_slice(),
+        tokengate::javare::compile(lines.first().map_or("", String::as_str)),
+    ) {
+        if re.is_match(path) {
+            let prefix = tokengate::javare::required_prefix(pattern);
+            assert!(path.as_bytes().starts_with(&prefix), "{pattern:?} {path:?}");
+        }
+    }
     let Ok(rs) = Restrictions::compile(&lines) else {
         return;
     };
