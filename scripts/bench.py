@@ -1063,7 +1063,7 @@ def write_md(m: dict, core: str, tab: str, checks: list, sc: dict | None, mem: d
         floor = overhead(by["empty-wasm-floor"], by["none"])
         tg_over = overhead(tgb, by["none"])
         L.append(f"- SPEC floor: an empty filter making only the host calls SPEC obliges tokengate to make on an "
-                 f"allowed request (`:path` and header map, clock ×2, `source.address`, remove `authorization`, set "
+                 f"allowed request (the header map, clock ×2, `source.address`, remove `authorization`, set "
                  f"the identity header, one counter, four filter-state keys, `response.code`) costs {fmt(floor)} µs "
                  f"over no filter; tokengate (Bearer, no lines) costs {fmt(tg_over)} µs, so its own code and audit "
                  f"delivery account for {fmt(tg_over - floor)} µs ({fmt(tg_over / floor, 2) if floor > 0 else 'n/a'}× the floor's "

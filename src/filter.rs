@@ -749,22 +749,19 @@ impl HttpContext for Stream {
         let Some(config) = self.config.clone() else {
             return fail_closed(503, "tokengate is not configured");
         };
-        let target = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path")
-            .ok()
-            .flatten();
-        // Envoy refuses non-ASCII request lines before filters; lossy decoding cannot
-        // therefore merge two different targets.
-        let target = target.as_deref().map(String::from_utf8_lossy);
-        let protected = target
-            .as_deref()
-            .is_some_and(|t| policy::is_protected(&config, t));
-        let snapshot = if protected { Snapshot::read() } else { None };
+        // One host call for every request, protected or not: the map answers the path, the
+        // headers a token request needs, and which identity headers are there to strip (a
+        // removal is a host call even when the header is absent). Reading `:path` alone and
+        // then the map on protected paths took two; blind removals one or two more.
+        let Some(headers) = Snapshot::read() else {
+            // Without the headers neither the path nor the identity can be checked.
+            return fail_closed(500, "internal error");
+        };
         // Step 1 of SPEC §2, for every request: a client never supplies its own identity.
-        // With a snapshot, only the names that are there are removed.
         let id = &config.identity;
         let mut stripped = Ok(());
         for name in std::iter::once(id.header.as_str()).chain(id.header_underscored.as_deref()) {
-            if snapshot.as_ref().is_none_or(|s| s.has(name)) {
+            if headers.has(name) {
                 stripped = stripped
                     .and_then(|()| hostcalls::remove_map_value(MapType::HttpRequestHeaders, name));
             }
@@ -772,14 +769,17 @@ impl HttpContext for Stream {
         if stripped.is_err() {
             return fail_closed(500, "internal error");
         }
-        let (Some(target), Some(headers)) = (target, snapshot) else {
-            if protected {
-                // The header map could not be read: never pass a protected request unchecked.
-                return fail_closed(500, "internal error");
-            }
+        // Envoy refuses non-ASCII request lines before filters; lossy decoding cannot
+        // therefore merge two different targets.
+        let Some(target) = headers.headers.get(":path").map(String::from_utf8_lossy) else {
+            // No `:path` (CONNECT): nothing under protected_paths.
             Metrics::bump(self.metrics.passthrough);
             return Action::Continue;
         };
+        if !policy::is_protected(&config, &target) {
+            Metrics::bump(self.metrics.passthrough);
+            return Action::Continue;
+        }
         let method = headers
             .header(":method")
             .map(|m| String::from_utf8_lossy(&m).into_owned())
