@@ -2,8 +2,9 @@
 //!
 //! One compiled [`Config`] per root context (shared by `Rc` with the streams it creates, so
 //! a config update leaves in-flight requests on the set they started with) and a small
-//! per-stream object. Host calls go through `proxy_wasm::hostcalls`, whose `Result`s are
-//! handled here: the trait helpers of the SDK unwrap them, and a panic traps the VM.
+//! per-stream object. Host calls go through [`crate::host`], which returns every status as a
+//! `Result` (the SDK's wrappers panic on unexpected ones, and a panic traps the VM); only
+//! metric definitions, the audit call and `done` use the SDK's, from the root context.
 //!
 //! Audit (SPEC §11): a stream begins its line when the filter decides and finishes it in
 //! `on_log`, then queues it in its root context's [`audit::Queue`] (shared by `Rc<RefCell>`).
@@ -15,11 +16,11 @@
 use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
 use crate::audit::{self, Entry, PartialLine, Queue};
 use crate::config::{self, Config};
@@ -35,26 +36,23 @@ proxy_wasm::main! {{
 }}
 
 fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
+    host::log(level, message);
 }
 
 /// Answers a request the filter cannot handle (no config, a host call that failed) instead of
 /// letting it through unchecked.
 fn fail_closed(status: u32, message: &str) -> Action {
-    let _ = hostcalls::send_http_response(
+    let _ = host::send_local_response(
         status,
-        vec![("content-type", reply::CONTENT_TYPE)],
-        Some(reply::error_body(message).as_bytes()),
+        &[("content-type", reply::CONTENT_TYPE)],
+        reply::error_body(message).as_bytes(),
     );
     Action::Pause
 }
 
 /// Host clock in Unix ms; `None` without one.
 fn host_now_ms() -> Option<i64> {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_millis()).ok())
+    host::now_ms()
 }
 
 /// Counter ids (SPEC §12). Defined once per VM; a failed definition disables that counter.
@@ -101,7 +99,7 @@ impl Metrics {
     fn add(id: Option<u32>, n: u64) {
         if let (Some(id), Ok(n)) = (id, i64::try_from(n)) {
             if n > 0 {
-                let _ = hostcalls::increment_metric(id, n);
+                let _ = host::increment_metric(id, n);
             }
         }
     }
@@ -110,7 +108,7 @@ impl Metrics {
     fn shift(id: Option<u32>, delta: i64) {
         if let Some(id) = id {
             if delta != 0 {
-                let _ = hostcalls::increment_metric(id, delta);
+                let _ = host::increment_metric(id, delta);
             }
         }
     }
@@ -266,7 +264,9 @@ impl Root {
         }
         let wake = u64::try_from(q.next_wake_ms(now_ms)).unwrap_or(1);
         Self::sync_gauge(&metrics, q.len(), &mut st.reported_queued);
-        if wake != st.tick_ms && hostcalls::set_tick_period(Duration::from_millis(wake)).is_ok() {
+        if wake != st.tick_ms
+            && host::set_tick_period_ms(u32::try_from(wake).unwrap_or(u32::MAX)).is_ok()
+        {
             st.tick_ms = wake;
         }
     }
@@ -324,9 +324,7 @@ impl Context for Root {
         _num_trailers: usize,
     ) {
         // No `:status` (reset, timeout, no upstream) is a failure like a non-2xx one.
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
+        let status = host::call_response_status().map(|b| String::from_utf8_lossy(&b).into_owned());
         let ok = status
             .as_deref()
             .and_then(|s| s.parse::<u16>().ok())
@@ -368,10 +366,7 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(Some(b)) => b,
-            Ok(None) | Err(_) => Vec::new(),
-        };
+        let bytes = host::plugin_configuration().unwrap_or_default();
         match config::load(&bytes) {
             Ok(cfg) => {
                 log(
@@ -605,14 +600,13 @@ impl Stream {
                 headers.push(("www-authenticate", challenge));
             }
         }
-        if hostcalls::send_http_response(u32::from(refusal.status), headers, Some(body.as_bytes()))
-            .is_err()
+        if host::send_local_response(u32::from(refusal.status), &headers, body.as_bytes()).is_err()
         {
             log(
                 LogLevel::Error,
                 "tokengate: could not send the local reply; resetting the request",
             );
-            let _ = hostcalls::reset_http_request();
+            let _ = host::reset_request();
         }
         Action::Pause
     }
@@ -624,29 +618,21 @@ impl Stream {
         let upstream_auth = policy::upstream_authorization(config, &grant.acting_as);
         let remove = |name: &str, present: bool| {
             if present {
-                hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
+                host::remove_request_header(name)
             } else {
                 Ok(())
             }
         };
-        let rewritten = remove("authorization", true)
+        // The client's credential goes; with an upstream credential configured, replacing
+        // the header removes it in the same call (Envoy keeps one `authorization` entry).
+        let credential = match &upstream_auth {
+            Some(v) => host::replace_request_header("authorization", v.as_bytes()),
+            None => remove("authorization", true),
+        };
+        let rewritten = credential
             .and_then(|()| remove("cookie", req.present.cookie))
             .and_then(|()| remove(&id.run_as_header, req.present.run_as))
-            .and_then(|()| {
-                hostcalls::set_map_value_bytes(
-                    MapType::HttpRequestHeaders,
-                    &id.header,
-                    Some(grant.acting_as.as_bytes()),
-                )
-            })
-            .and_then(|()| match upstream_auth {
-                Some(v) => hostcalls::set_map_value_bytes(
-                    MapType::HttpRequestHeaders,
-                    "authorization",
-                    Some(v.as_bytes()),
-                ),
-                None => Ok(()),
-            });
+            .and_then(|()| host::replace_request_header(&id.header, grant.acting_as.as_bytes()));
         if rewritten.is_err() {
             log(
                 LogLevel::Error,
@@ -721,8 +707,8 @@ impl Stream {
         let body = if self.body_size == 0 {
             Vec::new()
         } else {
-            match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, self.body_size) {
-                Ok(b) => b.unwrap_or_default(),
+            match host::request_body(self.body_size) {
+                Ok(b) => b,
                 Err(_) => {
                     let refusal = Refusal {
                         status: 400,
@@ -762,8 +748,7 @@ impl HttpContext for Stream {
         let mut stripped = Ok(());
         for name in std::iter::once(id.header.as_str()).chain(id.header_underscored.as_deref()) {
             if headers.has(name) {
-                stripped = stripped
-                    .and_then(|()| hostcalls::remove_map_value(MapType::HttpRequestHeaders, name));
+                stripped = stripped.and_then(|()| host::remove_request_header(name));
             }
         }
         if stripped.is_err() {
@@ -898,10 +883,7 @@ impl HttpContext for Stream {
         };
         Metrics::add(self.metrics.audit_dropped, q.push(line));
         // A full batch: have the root's tick fire now rather than at the flush interval.
-        if q.wants_kick()
-            && st.tick_ms != 1
-            && hostcalls::set_tick_period(Duration::from_millis(1)).is_ok()
-        {
+        if q.wants_kick() && st.tick_ms != 1 && host::set_tick_period_ms(1).is_ok() {
             st.tick_ms = 1;
         }
     }

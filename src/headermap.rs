@@ -76,6 +76,28 @@ impl HeaderBlock {
     }
 }
 
+/// Serializes pairs in the same layout (local replies and calls hand headers to the host so).
+pub fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let size = 4 + pairs
+        .iter()
+        .map(|(n, v)| 8 + n.len() + v.len() + 2)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&len(pairs.len()));
+    for (n, v) in pairs {
+        out.extend_from_slice(&len(n.len()));
+        out.extend_from_slice(&len(v.len()));
+    }
+    for (n, v) in pairs {
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
 /// Iterator over `(name, value)` of a [`HeaderBlock`].
 pub struct Pairs<'a> {
     buf: &'a [u8],
@@ -108,7 +130,7 @@ mod tests {
     use super::*;
 
     /// The host's serialization (as Envoy and the SDK's own serializer write it).
-    fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+    fn host_layout(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
         let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
         for (n, v) in pairs {
             out.extend_from_slice(&(n.len() as u32).to_le_bytes());
@@ -133,7 +155,7 @@ mod tests {
             (b"x-run-as", b"bob"),
             (b"x-bytes", b"\xff\xfe\x00z"),
         ];
-        let block = HeaderBlock::parse(serialize(pairs)).unwrap();
+        let block = HeaderBlock::parse(host_layout(pairs)).unwrap();
         assert_eq!(block.len(), 6);
         assert_eq!(block.iter().collect::<Vec<_>>(), pairs.to_vec());
         assert_eq!(block.get(":path"), Some(&b"/rest/api/2/issue/P-1"[..]));
@@ -146,16 +168,35 @@ mod tests {
     }
 
     #[test]
+    fn serialize_round_trips_and_matches_the_host_layout() {
+        let pairs = [
+            ("content-type", "application/json"),
+            ("www-authenticate", ""),
+            ("x", "y"),
+        ];
+        let bytes = serialize(&pairs);
+        let raw: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        assert_eq!(bytes, host_layout(&raw));
+        let block = HeaderBlock::parse(bytes).unwrap();
+        let back: Vec<(&[u8], &[u8])> = block.iter().collect();
+        assert_eq!(back, raw);
+        assert_eq!(serialize(&[]), 0u32.to_le_bytes().to_vec());
+    }
+
+    #[test]
     fn empty_buffer_and_zero_count_are_empty_maps() {
         assert!(HeaderBlock::parse(Vec::new()).unwrap().is_empty());
-        let block = HeaderBlock::parse(serialize(&[])).unwrap();
+        let block = HeaderBlock::parse(host_layout(&[])).unwrap();
         assert!(block.is_empty());
         assert_eq!(block.iter().count(), 0);
     }
 
     #[test]
     fn refuses_every_truncation_and_corruption() {
-        let good = serialize(&[(b"authorization", b"Bearer x"), (b"cookie", b"a=b")]);
+        let good = host_layout(&[(b"authorization", b"Bearer x"), (b"cookie", b"a=b")]);
         for cut in 1..good.len() {
             assert!(
                 HeaderBlock::parse(good[..cut].to_vec()).is_none(),
