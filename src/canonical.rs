@@ -196,24 +196,7 @@ pub fn decode_component(raw: &str) -> Cow<'_, str> {
     if !raw.bytes().any(|b| b == b'%' || b == b'+') {
         return Cow::Borrowed(raw);
     }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                if let Some(v) = pct_at(bytes, i) {
-                    out.push(v);
-                    i += 2;
-                } else {
-                    out.push(b);
-                }
-            }
-            _ => out.push(b),
-        }
-        i += 1;
-    }
+    let out = decode_bytes(raw);
     match String::from_utf8(out) {
         Ok(s) => Cow::Owned(s),
         Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
@@ -305,6 +288,7 @@ impl<'a> Query<'a> {
     }
 }
 
+/// `+` as a space and every well-formed `%XY` as its byte; anything else kept as it is.
 fn decode_bytes(raw: &str) -> Vec<u8> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
