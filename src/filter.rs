@@ -50,11 +50,6 @@ fn fail_closed(status: u32, message: &str) -> Action {
     Action::Pause
 }
 
-/// Host clock in Unix ms; `None` without one.
-fn host_now_ms() -> Option<i64> {
-    host::now_ms()
-}
-
 /// Counter ids (SPEC §12). Defined once per VM; a failed definition disables that counter.
 #[derive(Default)]
 struct Metrics {
@@ -283,7 +278,7 @@ impl Context for Root {
     /// Config replaced or VM shutting down: one last flush of what is held. `false` keeps the
     /// context alive until the flush is answered; `pump` then calls `done`.
     fn on_done(&mut self) -> bool {
-        let now = host_now_ms().unwrap_or(0);
+        let now = host::now_ms().unwrap_or(0);
         let timeout_ms = self
             .config
             .as_ref()
@@ -329,7 +324,7 @@ impl Context for Root {
             .as_deref()
             .and_then(|s| s.parse::<u16>().ok())
             .is_some_and(|s| (200..300).contains(&s));
-        let now = host_now_ms().unwrap_or(0);
+        let now = host::now_ms().unwrap_or(0);
         let metrics = self.metrics();
         if let Ok(mut st) = self.audit.try_borrow_mut() {
             if let Some(q) = st.queue.as_mut() {
@@ -376,7 +371,7 @@ impl RootContext for Root {
                         cfg.tokens.len()
                     ),
                 );
-                let now = host_now_ms().unwrap_or(0);
+                let now = host::now_ms().unwrap_or(0);
                 self.configure_audit(&cfg, now);
                 self.config = Some(Rc::new(cfg));
                 if self.metrics.is_none() {
@@ -397,7 +392,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        self.pump(host_now_ms().unwrap_or(0));
+        self.pump(host::now_ms().unwrap_or(0));
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -765,11 +760,13 @@ impl HttpContext for Stream {
             Metrics::bump(self.metrics.passthrough);
             return Action::Continue;
         }
+        // Borrowed from the header block, like the target (no copy per request).
         let method = headers
-            .header(":method")
-            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .headers
+            .get(":method")
+            .map(String::from_utf8_lossy)
             .unwrap_or_default();
-        let now = host_now_ms();
+        let now = host::now_ms();
         // Without a clock every expiring token counts as expired: fail closed.
         let decision = policy::decide_protected(
             &config,
@@ -869,7 +866,7 @@ impl HttpContext for Stream {
             .map(i64::from_le_bytes)
             .and_then(|c| u32::try_from(c).ok())
             .filter(|c| *c > 0);
-        let now = host_now_ms().unwrap_or(self.start_ms);
+        let now = host::now_ms().unwrap_or(self.start_ms);
         let line = partial.finish(status, now.saturating_sub(self.start_ms));
         let Ok(mut st) = self.audit.try_borrow_mut() else {
             log_line("", &line);
