@@ -21,7 +21,7 @@ $(VENV)/.stamp: requirements.txt
 
 venv: $(VENV)/.stamp
 
-WASM_SOURCES := $(shell find src -name '*.rs') Cargo.toml $(wildcard Cargo.lock) scripts/build-wasm.sh
+WASM_SOURCES := $(shell find src core/src -name '*.rs') Cargo.toml core/Cargo.toml $(wildcard Cargo.lock) scripts/build-wasm.sh
 $(WASM): $(WASM_SOURCES)
 	scripts/build-wasm.sh
 

@@ -3,7 +3,7 @@
 
 What it does, in order (the machine has 2 cores: Envoy gets CPU 0, everything else CPU 1):
 
-1. Native core micro-benchmarks (`cargo bench --bench core`), table captured.
+1. Native core micro-benchmarks (`cargo bench -p tokengate-core --bench core`), table captured.
 2. Wasm side: the wasm configurations' filters in Node's V8 under bench/wasm-host/host.mjs, a
    proxy-wasm host answering host calls itself (nearly free), with the same plugin configs and
    requests (plus the headers Envoy adds): ns per request and host calls per request, i.e. the
@@ -963,11 +963,11 @@ def table(confs: list) -> tuple:
 def run_core() -> str:
     if os.environ.get("BENCH_SKIP_CORE"):
         return "(skipped: BENCH_SKIP_CORE)"
-    log("native core benchmarks: cargo bench --bench core")
-    p = subprocess.run(["cargo", "bench", "--bench", "core"], cwd=REPO, capture_output=True, text=True,
+    log("native core benchmarks: cargo bench -p tokengate-core --bench core")
+    p = subprocess.run(["cargo", "bench", "-p", "tokengate-core", "--bench", "core"], cwd=REPO, capture_output=True, text=True,
                        preexec_fn=_child_setup)
     if p.returncode != 0:
-        raise BenchError("cargo bench --bench core failed:\n" + p.stderr[-3000:])
+        raise BenchError("cargo bench -p tokengate-core --bench core failed:\n" + p.stderr[-3000:])
     print(p.stdout, flush=True)
     return p.stdout.strip()
 
@@ -1111,7 +1111,7 @@ def write_md(m: dict, core: str, tab: str, checks: list, sc: dict | None, mem: d
               f"| Envoy heap size (admin /memory, MiB) | {fmt(heap(b))} | {fmt(heap(a))} | {heap(a) - heap(b):+.1f} |", "",
               "Envoy does not report a wasm VM's linear memory separately; a VM's memory only grows, so growth "
               "of the VM would show as RSS growth.", ""]
-    L += ["## Native core (cargo bench --bench core)", "", "```", core, "```", ""]
+    L += ["## Native core (cargo bench -p tokengate-core --bench core)", "", "```", core, "```", ""]
     with open(OUT, "w") as f:
         f.write("\n".join(L))
     log(f"wrote {OUT}")

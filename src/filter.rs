@@ -1,4 +1,4 @@
-//! The proxy-wasm shell: host calls in, [`crate::policy`] decisions out.
+//! The proxy-wasm shell: host calls in, [`tokengate_core::policy`] decisions out.
 //!
 //! One compiled [`Config`] per root context (shared by `Rc` with the streams it creates, so
 //! a config update leaves in-flight requests on the set they started with) and a small
@@ -22,13 +22,14 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
-use crate::audit::{self, Entry, PartialLine, Queue};
-use crate::config::{self, Config};
+use tokengate_core::audit::{self, Entry, PartialLine, Queue};
+use tokengate_core::config::{self, Config};
+use tokengate_core::ip;
+use tokengate_core::policy::{self, Decision, Grant, Pending, Reason, Refusal, RequestHeaders};
+use tokengate_core::reply;
+
 use crate::headermap::HeaderBlock;
 use crate::host;
-use crate::ip;
-use crate::policy::{self, Decision, Grant, Pending, Reason, Refusal, RequestHeaders};
-use crate::reply;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);

@@ -1,27 +1,14 @@
-//! tokengate: scoped REST API tokens for Atlassian Data Center apps, enforced in Envoy.
+//! tokengate's proxy-wasm filter: the wasm shell over `tokengate-core`.
 //!
-//! Everything but [`filter`] is the pure core: plain Rust, no host calls, tested natively and
-//! shared with `tokenctl`. The `filter` module is the thin proxy-wasm shell and only exists
-//! when compiling for wasm32 (and under clippy, so that the lints cover it).
+//! Everything that decides lives in the core crate (`core/`). This crate only maps the
+//! proxy-wasm host onto it: [`headermap`] reads the host's serialized header map (pure, tested
+//! natively), `filter` holds the per-worker root context and the small per-stream object, and
+//! `host` makes the raw host calls. `filter` and `host` exist when compiling for wasm32 (and
+//! under clippy, so that the lints cover them).
 
 #![deny(unsafe_code)]
 
-pub mod audit;
-pub mod canonical;
-pub mod config;
-pub mod credential;
-pub mod digest;
 pub mod headermap;
-pub mod ip;
-pub mod javare;
-pub mod json;
-pub mod media;
-pub mod pbstruct;
-pub mod policy;
-pub mod reply;
-pub mod restriction;
-pub mod text;
-pub mod time;
 
 // Linted natively under clippy (check-only, nothing links), built for wasm32. The core is
 // safe Rust; the shell exports the ABI's entry points (`#[no_mangle]`, through the SDK's

@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tokengate::canonical::{decode_path, protection_path, split_target, Query};
-use tokengate::restriction::{BodyVerdict, HeadVerdict, RequestView, Restrictions};
+use tokengate_core::canonical::{decode_path, protection_path, split_target, Query};
+use tokengate_core::restriction::{BodyVerdict, HeadVerdict, RequestView, Restrictions};
 
 const LINES: &[&str] = &[
     "/rest/api/2/issue/JRA-7[JsonData::a==1]",
@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let (raw_path, raw_query) = split_target(target);
     let _ = protection_path(raw_path);
-    let _ = tokengate::json::validate(body);
+    let _ = tokengate_core::json::validate(body);
     let Ok(path) = decode_path(raw_path) else {
         return;
     };

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokengate::canonical::Query;
-use tokengate::restriction::{RequestView, Restrictions};
+use tokengate_core::canonical::Query;
+use tokengate_core::restriction::{RequestView, Restrictions};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -15,10 +15,10 @@ fuzz_target!(|data: &[u8]| {
     let lines: Vec<String> = text.split('\n').map(str::to_string).collect();
     if let ([pattern, path, ..], Ok(re)) = (
         lines.as_slice(),
-        tokengate::javare::compile(lines.first().map_or("", String::as_str)),
+        tokengate_core::javare::compile(lines.first().map_or("", String::as_str)),
     ) {
         if re.is_match(path) {
-            let prefix = tokengate::javare::required_prefix(pattern);
+            let prefix = tokengate_core::javare::required_prefix(pattern);
             assert!(path.as_bytes().starts_with(&prefix), "{pattern:?} {path:?}");
         }
     }

@@ -3,13 +3,13 @@
 
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use serde_json::Value;
-use tokengate::config::{AuthMethods, Config};
-use tokengate::restriction::Restrictions;
-use tokengate::{javare, time};
+use tokengate_core::config::{AuthMethods, Config};
+use tokengate_core::restriction::Restrictions;
+use tokengate_core::{javare, time};
 
 use crate::source::{self, Body, Source};
-use crate::token::{self, Shape};
 use crate::yaml::{Node, Pos};
+use tokengate_core::token::{self, Shape};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -202,7 +202,7 @@ pub fn check_source(src: &Source, now_ms: i64) -> (Vec<Finding>, String) {
                 format!(
                     "token `{}` is stored in plaintext: store `sha256: {}` instead (what `tokenctl hash` prints) and consider secure_mode: true",
                     t.id,
-                    tokengate::digest::to_hex(&t.digest)
+                    tokengate_core::digest::to_hex(&t.digest)
                 ),
             );
             match token::shape(plain) {

@@ -1,14 +1,12 @@
 //! tokenctl: create, check, explain and share tokengate tokens (SPEC §13).
 //!
-//! Every decision comes from the filter's own core crate (`tokengate`): configs load through
+//! Every decision comes from the filter's own core crate (`tokengate-core`): configs load through
 //! `config::from_value`/`config::load`, requests are decided by `policy::decide_headers` and
 //! `policy::decide_body`, restriction lines are traced by `Restrictions::explain`.
 
 mod check;
-mod explain;
-mod snippet;
+mod entry;
 mod source;
-mod token;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -17,9 +15,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use tokengate::{config, digest, time};
-
-use crate::snippet::Secret;
+use tokengate_core::snippet::{self, Secret};
+use tokengate_core::{config, digest, explain, time, token};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -374,7 +371,7 @@ fn cmd_new(a: &NewArgs) -> i32 {
     if a.user.is_none() && !a.run_as.is_empty() {
         eprintln!("tokenctl: warning: --run-as without --user lets any Basic username act as the listed users.");
     }
-    let yaml_text = snippet::yaml_entry(&entry, a.indent);
+    let yaml_text = entry::yaml_entry(&entry, a.indent);
     // Round trip: the printed YAML must read back as the same entry.
     let reread = yaml::parse(&yaml_text)
         .ok()
@@ -568,7 +565,7 @@ fn cmd_explain(a: &ExplainArgs) -> i32 {
         let value = match &a.basic {
             Some(user) => format!(
                 "Basic {}",
-                tokengate::credential::encode_base64(format!("{user}:{t}").as_bytes())
+                tokengate_core::credential::encode_base64(format!("{user}:{t}").as_bytes())
             ),
             None => format!("Bearer {t}"),
         };
@@ -644,9 +641,9 @@ mod tests {
     #[test]
     fn base64_matches_the_core_decoder() {
         for s in ["a", "ab", "abc", "alice:tg_x"] {
-            let enc = tokengate::credential::encode_base64(s.as_bytes());
+            let enc = tokengate_core::credential::encode_base64(s.as_bytes());
             assert_eq!(
-                tokengate::credential::decode_base64(enc.as_bytes()).as_deref(),
+                tokengate_core::credential::decode_base64(enc.as_bytes()).as_deref(),
                 Some(s.as_bytes())
             );
         }

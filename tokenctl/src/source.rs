@@ -4,10 +4,10 @@
 //! (YAML or JSON: every wasm filter whose name, root_id, vm_id or code path says `tokengate`),
 //! or an Istio `WasmPlugin` manifest (`spec.pluginConfig`). Envoy hands a `Struct`
 //! configuration to the filter as JSON, and a `StringValue` as its text: the two loading paths
-//! below are exactly [`tokengate::config::from_value`] and [`tokengate::config::load`].
+//! below are exactly [`tokengate_core::config::from_value`] and [`tokengate_core::config::load`].
 
 use serde_json::Value;
-use tokengate::config::{self, Config, ConfigError};
+use tokengate_core::config::{self, Config, ConfigError};
 
 use crate::yaml::{self, Kind, Node, Pos};
 

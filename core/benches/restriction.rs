@@ -5,9 +5,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use tokengate::canonical::{decode_path, split_target, Query};
-use tokengate::json;
-use tokengate::restriction::{RequestView, Restrictions};
+use tokengate_core::canonical::{decode_path, split_target, Query};
+use tokengate_core::json;
+use tokengate_core::restriction::{RequestView, Restrictions};
 
 fn time(name: &str, iters: u32, mut f: impl FnMut()) {
     for _ in 0..iters / 10 {

@@ -1,18 +1,18 @@
-//! `tokenctl explain`: the decision the filter would take for one request, and why.
+//! `tokenctl explain` and the service's `/api/v1/explain`: the decision the filter would take for one request, and why.
 //!
 //! The decision is the filter's own: [`policy::decide_headers`] then, for a buffered body,
 //! [`policy::decide_body`]. The per-line trace comes from the restriction module's
-//! [`tokengate::restriction::Restrictions::explain`].
+//! [`crate::restriction::Restrictions::explain`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use crate::canonical::{self, Query};
+use crate::config::Config;
+use crate::policy::{self, Decision, RequestHeaders};
+use crate::reply;
+use crate::restriction::{Explanation, Outcome, RequestView};
 use serde_json::{json, Map, Value};
-use tokengate::canonical::{self, Query};
-use tokengate::config::Config;
-use tokengate::policy::{self, Decision, RequestHeaders};
-use tokengate::reply;
-use tokengate::restriction::{Explanation, Outcome, RequestView};
 
 /// The request as given on the command line.
 pub struct Request {

@@ -28,11 +28,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokengate::canonical::Query;
-use tokengate::config::{self, Config};
-use tokengate::digest;
-use tokengate::policy::{self, Decision, RequestHeaders};
-use tokengate::restriction::{BodyVerdict, HeadVerdict, RequestView, Restrictions};
+use tokengate_core::canonical::Query;
+use tokengate_core::config::{self, Config};
+use tokengate_core::digest;
+use tokengate_core::policy::{self, Decision, RequestHeaders};
+use tokengate_core::restriction::{BodyVerdict, HeadVerdict, RequestView, Restrictions};
 
 // ------------------------------------------------------------------ counting allocator
 
@@ -472,7 +472,7 @@ fn pipeline_cases(opts: &Opts, rows: &mut Vec<Row>) {
     let bearer = format!("Bearer {bearer_tok}").into_bytes();
     let basic = format!(
         "Basic {}",
-        tokengate::credential::encode_base64(format!("bench:{basic_tok}").as_bytes())
+        tokengate_core::credential::encode_base64(format!("bench:{basic_tok}").as_bytes())
     )
     .into_bytes();
     let json_auth = format!("Bearer {json_tok}").into_bytes();

@@ -1,89 +1,11 @@
-//! curl and JavaScript snippets, and the YAML config entry `tokenctl new` prints.
+//! The YAML config entry `tokenctl new` prints.
 
 use serde_json::Value;
 
 use crate::yaml;
 
-/// How a snippet refers to the token: literally, or through an environment variable.
-pub enum Secret<'a> {
-    Literal(&'a str),
-    EnvVar(&'a str),
-}
-
-/// Quotes for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_./:@%+=,".contains(&c))
-    {
-        return s.to_owned();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 fn js_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
-}
-
-/// `curl` for one request.
-pub fn curl(url: &str, user: Option<&str>, secret: &Secret<'_>, bearer: bool) -> String {
-    let url = shell_quote(url);
-    match (bearer, secret) {
-        (true, Secret::Literal(t)) => {
-            format!(
-                "curl -sS -H {} {url}",
-                shell_quote(&format!("Authorization: Bearer {t}"))
-            )
-        }
-        (true, Secret::EnvVar(v)) => {
-            format!("curl -sS -H \"Authorization: Bearer ${v}\" {url}")
-        }
-        (false, Secret::Literal(t)) => {
-            let user = user.unwrap_or("USERNAME");
-            format!("curl -sS -u {} {url}", shell_quote(&format!("{user}:{t}")))
-        }
-        (false, Secret::EnvVar(v)) => {
-            let user = user.unwrap_or("USERNAME");
-            // Double quotes so the shell expands the variable; escape what they would not keep.
-            let user: String = user
-                .chars()
-                .flat_map(|c| {
-                    let esc = matches!(c, '\\' | '"' | '$' | '`');
-                    esc.then_some('\\').into_iter().chain(std::iter::once(c))
-                })
-                .collect();
-            format!("curl -sS -u \"{user}:${v}\" {url}")
-        }
-    }
-}
-
-/// `fetch` (Node.js 18+ or a browser) for one request.
-pub fn javascript(url: &str, user: Option<&str>, secret: &Secret<'_>, bearer: bool) -> String {
-    let token = match secret {
-        Secret::Literal(t) => js_string(t),
-        Secret::EnvVar(v) => format!("process.env.{v}"),
-    };
-    let auth = if bearer {
-        match secret {
-            Secret::Literal(t) => js_string(&format!("Bearer {t}")),
-            Secret::EnvVar(_) => format!("\"Bearer \" + {token}"),
-        }
-    } else {
-        let user = user.unwrap_or("USERNAME");
-        if user.is_ascii() {
-            format!("\"Basic \" + btoa({} + \":\" + {token})", js_string(user))
-        } else {
-            // btoa() only takes Latin-1: encode UTF-8 first.
-            format!(
-                "\"Basic \" + btoa(String.fromCharCode(...new TextEncoder().encode({} + \":\" + {token})))",
-                js_string(user)
-            )
-        }
-    };
-    format!(
-        "const response = await fetch({}, {{\n  headers: {{ Authorization: {auth}, Accept: \"application/json\" }},\n}});\nconsole.log(response.status, await response.json());",
-        js_string(url)
-    )
 }
 
 /// A YAML scalar for a config value: plain when that reads back as the same string in every
@@ -158,8 +80,6 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
-        assert_eq!(shell_quote("https://x/rest?a=1"), "'https://x/rest?a=1'");
         assert_eq!(yaml_scalar("ci-bot"), "ci-bot");
         assert_eq!(yaml_scalar("yes"), "\"yes\"");
         assert_eq!(
