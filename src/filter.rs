@@ -200,12 +200,16 @@ impl Root {
             return;
         };
         if let Some(batch) = q.poll(now_ms) {
-            let headers = vec![
+            let mut headers = vec![
                 (":method", "POST"),
                 (":path", dest.path.as_str()),
                 (":authority", dest.authority.as_str()),
                 ("content-type", "application/x-ndjson"),
+                ("x-tokengate-batch", batch.id.as_str()),
             ];
+            if let Some(auth) = dest.authorization.as_deref() {
+                headers.push(("authorization", auth));
+            }
             let timeout = Duration::from_millis(dest.timeout_ms);
             match hostcalls::dispatch_http_call(
                 &dest.cluster,

@@ -211,6 +211,19 @@ impl From<&AuditConfig> for Limits {
 pub struct Batch {
     pub body: String,
     pub lines: usize,
+    /// `x-tokengate-batch`: the first 128 bits of the body's SHA-256, in hex. A retry sends
+    /// the same lines, so the same id; lines carry their own time and request id, so two
+    /// different batches never share one, across workers, VMs and restarts alike, with no
+    /// random source (wasm32 has none) and no state to keep.
+    pub id: String,
+}
+
+/// The batch id of a body (see [`Batch::id`]).
+pub fn batch_id(body: &[u8]) -> String {
+    let d = crate::digest::sha256(body);
+    let mut hex = crate::digest::to_hex(&d);
+    hex.truncate(32);
+    hex
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,6 +266,9 @@ pub struct Queue {
     in_flight: Option<InFlight>,
     /// Consecutive failed attempts.
     failures: u32,
+    /// Size of the batch that failed last: its retry holds exactly these lines, so it
+    /// keeps its id (lines queued meanwhile go in later batches).
+    retry_lines: Option<usize>,
     /// No attempt before this time (backoff after a failure).
     retry_at_ms: Option<i64>,
     /// The next timer flush.
@@ -269,6 +285,7 @@ impl Queue {
             lines: VecDeque::new(),
             in_flight: None,
             failures: 0,
+            retry_lines: None,
             retry_at_ms: None,
             next_flush_ms: now_ms.saturating_add(limits.flush_interval_ms),
             closing: false,
@@ -324,7 +341,8 @@ impl Queue {
             return 0;
         }
         self.totals.dropped += 1;
-        let oldest_unsent = self.in_flight_lines();
+        // Lines of a batch in flight or awaiting its retry stay: the retry must be the same.
+        let oldest_unsent = self.in_flight_lines().max(self.retry_lines.unwrap_or(0));
         if self.lines.remove(oldest_unsent).is_some() {
             self.lines.push_back(line);
         }
@@ -372,7 +390,10 @@ impl Queue {
         if timer_due {
             self.next_flush_ms = now_ms.saturating_add(self.limits.flush_interval_ms);
         }
-        let n = self.lines.len().min(self.limits.batch_max_lines);
+        let n = self
+            .retry_lines
+            .unwrap_or(self.limits.batch_max_lines)
+            .min(self.lines.len());
         let size = self.lines.iter().take(n).map(String::len).sum();
         let mut body = String::with_capacity(size);
         for line in self.lines.iter().take(n) {
@@ -387,7 +408,8 @@ impl Queue {
                     .saturating_add(IN_FLIGHT_GRACE_MS)
             }),
         });
-        Some(Batch { body, lines: n })
+        let id = batch_id(body.as_bytes());
+        Some(Batch { body, lines: n, id })
     }
 
     /// The host accepted the call for the batch in flight.
@@ -416,6 +438,7 @@ impl Queue {
         self.totals.sent += sent;
         let recovered = self.failures > 0;
         self.failures = 0;
+        self.retry_lines = None;
         self.retry_at_ms = None;
         Outcome {
             sent,
@@ -425,6 +448,9 @@ impl Queue {
     }
 
     fn fail(&mut self, now_ms: i64) -> Outcome {
+        if let Some(f) = self.in_flight {
+            self.retry_lines = Some(f.lines);
+        }
         self.in_flight = None;
         self.failures = self.failures.saturating_add(1);
         self.totals.failed_batches += 1;
@@ -463,6 +489,7 @@ impl Queue {
     pub fn abandon(&mut self) -> VecDeque<String> {
         let lines = std::mem::take(&mut self.lines);
         self.in_flight = None;
+        self.retry_lines = None;
         self.totals.dropped += u64::try_from(lines.len()).unwrap_or(u64::MAX);
         lines
     }
@@ -669,6 +696,7 @@ mod tests {
             batch_max_lines: 10,
             queue_max_lines: 100,
             timeout_ms: 0,
+            authorization: None,
         };
         assert_eq!(
             Limits::from(&c),
@@ -969,5 +997,37 @@ mod tests {
         assert!(q.is_drained());
         let t = q.totals();
         assert_eq!(t.produced, t.sent + t.dropped);
+    }
+
+    #[test]
+    fn a_retried_batch_keeps_its_lines_and_id() {
+        let limits = Limits {
+            flush_interval_ms: 100,
+            batch_max_lines: 3,
+            queue_max_lines: 5,
+            timeout_ms: 0,
+        };
+        let mut q = Queue::new(limits, 0);
+        q.push("a\n".into());
+        q.push("b\n".into());
+        let first = q.poll(1000).unwrap();
+        assert_eq!(first.lines, 2);
+        assert_eq!(first.id, batch_id(b"a\nb\n"));
+        assert_eq!(first.id.len(), 32);
+        q.dispatched(7);
+        q.complete(Some(7), false, 1000);
+        // Lines queued meanwhile wait for a later batch, and a full queue never drops a line of
+        // the batch awaiting its retry.
+        for l in ["c\n", "d\n", "e\n", "f\n"] {
+            q.push(l.into());
+        }
+        let retry = q.poll(1000 + backoff_ms(1)).unwrap();
+        assert_eq!((retry.lines, retry.body.as_str()), (2, "a\nb\n"));
+        assert_eq!(retry.id, first.id);
+        q.dispatched(8);
+        q.complete(Some(8), true, 2000);
+        let next = q.poll(5000).unwrap();
+        assert_eq!(next.body, "d\ne\nf\n");
+        assert_ne!(next.id, first.id);
     }
 }

@@ -66,6 +66,9 @@ pub struct AuditConfig {
     pub batch_max_lines: usize,
     pub queue_max_lines: usize,
     pub timeout_ms: u64,
+    /// Sent as the `authorization` header of every batch POST (the token service's receiver
+    /// checks it). Never logged.
+    pub authorization: Option<String>,
 }
 
 /// Who a token may act for through the run-as header.
@@ -667,6 +670,7 @@ fn load_audit(value: &Value) -> Result<AuditConfig, ConfigError> {
         "batch_max_lines",
         "queue_max_lines",
         "timeout_ms",
+        "authorization",
     ])?;
     let text = |key: &str, default: &str| -> Result<String, ConfigError> {
         let v = obj.str(key)?.unwrap_or(default);
@@ -696,6 +700,24 @@ fn load_audit(value: &Value) -> Result<AuditConfig, ConfigError> {
         return Err(obj.err("queue_max_lines", "must be at least batch_max_lines".into()));
     }
     let timeout_ms = obj.uint("timeout_ms")?.unwrap_or(2000);
+    let authorization = match obj.str("authorization")? {
+        None => None,
+        // A header value: visible ASCII and inner spaces, as `Bearer …` needs.
+        Some(v)
+            if !v.is_empty()
+                && !v.starts_with(' ')
+                && !v.ends_with(' ')
+                && v.bytes().all(|c| (0x20..=0x7e).contains(&c)) =>
+        {
+            Some(v.to_owned())
+        }
+        Some(_) => {
+            return Err(obj.err(
+                "authorization",
+                "must be a non-empty header value of visible ASCII and spaces".into(),
+            ))
+        }
+    };
     Ok(AuditConfig {
         cluster,
         authority,
@@ -704,6 +726,7 @@ fn load_audit(value: &Value) -> Result<AuditConfig, ConfigError> {
         batch_max_lines,
         queue_max_lines,
         timeout_ms,
+        authorization,
     })
 }
 
