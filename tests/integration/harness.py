@@ -203,14 +203,18 @@ class Envoy:
     """One Envoy process on free ports. Use start() / stop(); stop() is idempotent."""
 
     def __init__(self, workdir: str, upstream_port: int, audit_port: int, *, concurrency: int = 1,
-                 log_level: str = "info", extra_args=(), **gen_kwargs):
+                 log_level: str = "info", extra_args=(), config_factory=None, **gen_kwargs):
         self.workdir = workdir
         self.port = free_port()
         self.admin_port = free_port()
         while self.admin_port == self.port:
             self.admin_port = free_port()
-        self.config = generate_config(listener_port=self.port, admin_port=self.admin_port,
-                                      upstream_port=upstream_port, audit_port=audit_port, **gen_kwargs)
+        # config_factory(listener_port, admin_port): another bootstrap (tests/service's ECDS one).
+        if config_factory is not None:
+            self.config = config_factory(self.port, self.admin_port)
+        else:
+            self.config = generate_config(listener_port=self.port, admin_port=self.admin_port,
+                                          upstream_port=upstream_port, audit_port=audit_port, **gen_kwargs)
         os.makedirs(workdir, exist_ok=True)
         # Written as JSON: Envoy's YAML loader would read an unquoted `y`/`on` as a boolean.
         fd, self.config_path = tempfile.mkstemp(prefix="envoy-", suffix=".json", dir=workdir)
