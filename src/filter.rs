@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -180,7 +181,56 @@ impl Root {
     }
 }
 
+thread_local! {
+    /// Lines a replaced configuration's root context could not deliver, waiting for the root
+    /// context that replaced it in this VM (one VM per worker thread).
+    static HANDOFF: RefCell<VecDeque<String>> = const { RefCell::new(VecDeque::new()) };
+}
+
 impl Root {
+    /// Takes over lines a replaced configuration left in this VM. A closing root context
+    /// takes none; without an audit section they go to the Envoy log.
+    fn adopt_handoff(&mut self) {
+        let Some(lines) = HANDOFF.with(|h| {
+            h.try_borrow_mut()
+                .ok()
+                .filter(|h| !h.is_empty())
+                .map(|mut h| std::mem::take(&mut *h))
+        }) else {
+            return;
+        };
+        let metrics = self.metrics();
+        let Ok(mut st) = self.audit.try_borrow_mut() else {
+            return;
+        };
+        match st.queue.as_mut() {
+            Some(q) if !q.is_closing() => {
+                let n = lines.len();
+                let dropped = q.adopt(lines);
+                Metrics::add(metrics.audit_dropped, dropped);
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "tokengate: audit: took over {n} line(s) from the replaced configuration"
+                    ),
+                );
+            }
+            Some(_) => HANDOFF.with(|h| {
+                if let Ok(mut h) = h.try_borrow_mut() {
+                    let mut lines = lines;
+                    lines.append(&mut h);
+                    *h = lines;
+                }
+            }),
+            None => {
+                Metrics::add(metrics.audit_dropped, lines.len() as u64);
+                for line in &lines {
+                    log_line(" (audit switched off)", line);
+                }
+            }
+        }
+    }
+
     /// Sends what is due, moves the audit counters and gauge, re-arms the tick, and finishes a
     /// closing root context. Runs in the root context (tick, call answers, configure, done),
     /// so the answer to a call comes back here.
@@ -188,6 +238,7 @@ impl Root {
         let Some(cfg) = self.config.clone() else {
             return;
         };
+        self.adopt_handoff();
         let Some(dest) = cfg.audit.as_ref() else {
             return;
         };
@@ -238,19 +289,22 @@ impl Root {
             let expired = self.closing_deadline_ms.is_some_and(|d| now_ms >= d);
             // A closing root context tries once: a failure ends it too.
             if q.is_drained() || expired || (q.failures() > 0 && !q.in_flight()) {
-                let left = q.abandon();
+                let left = q.hand_off();
                 if !left.is_empty() {
+                    // The configuration that replaces this one, in this VM, sends them (SPEC
+                    // §11); only a VM shutting down while the receiver is away loses them.
                     log(
                         LogLevel::Warn,
                         &format!(
-                            "tokengate: audit: {} line(s) could not be delivered before the configuration was replaced; they follow",
+                            "tokengate: audit: {} line(s) could not be delivered before the configuration was replaced; the next configuration of this worker sends them",
                             left.len()
                         ),
                     );
-                    Metrics::add(metrics.audit_dropped, left.len() as u64);
-                    for line in &left {
-                        log_line(" (undelivered)", line);
-                    }
+                    HANDOFF.with(|h| {
+                        if let Ok(mut h) = h.try_borrow_mut() {
+                            h.extend(left);
+                        }
+                    });
                 }
                 Self::sync_gauge(&metrics, 0, &mut st.reported_queued);
                 st.closed = true;

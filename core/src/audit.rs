@@ -484,13 +484,39 @@ impl Queue {
         self.lines.is_empty() && self.in_flight.is_none()
     }
 
-    /// Gives up on every held line (counted as dropped) and hands them back, oldest first,
-    /// so that the shell can still write them to the Envoy log.
+    /// Takes over lines another queue could not deliver (a replaced configuration's, in the
+    /// same VM): being older, they go ahead of this queue's own lines, in their order, behind
+    /// only a batch in flight (which cannot change). A batch awaiting its retry is re-formed
+    /// with them in front: it was refused, so nothing of it was stored. Past
+    /// `queue_max_lines` the oldest of them are dropped; returns how many.
+    pub fn adopt(&mut self, lines: VecDeque<String>) -> u64 {
+        self.retry_lines = None;
+        let at = self.in_flight_lines().min(self.lines.len());
+        let room = self.limits.queue_max_lines.saturating_sub(self.lines.len());
+        let skip = lines.len().saturating_sub(room);
+        let dropped = u64::try_from(skip).unwrap_or(u64::MAX);
+        self.totals.dropped += dropped;
+        self.totals.produced += u64::try_from(lines.len()).unwrap_or(u64::MAX);
+        for (i, line) in lines.into_iter().skip(skip).enumerate() {
+            self.lines.insert(at + i, line);
+        }
+        dropped
+    }
+
+    /// Gives up on every held line and hands them back, oldest first,
+    /// so that the shell can still write them to the Envoy log (counted as dropped).
     pub fn abandon(&mut self) -> VecDeque<String> {
+        let lines = self.hand_off();
+        self.totals.dropped += u64::try_from(lines.len()).unwrap_or(u64::MAX);
+        lines
+    }
+
+    /// Hands every held line over, oldest first, for the next configuration's queue in the
+    /// same VM ([`Queue::adopt`]); not counted as dropped.
+    pub fn hand_off(&mut self) -> VecDeque<String> {
         let lines = std::mem::take(&mut self.lines);
         self.in_flight = None;
         self.retry_lines = None;
-        self.totals.dropped += u64::try_from(lines.len()).unwrap_or(u64::MAX);
         lines
     }
 }
@@ -1029,5 +1055,51 @@ mod tests {
         let next = q.poll(5000).unwrap();
         assert_eq!(next.body, "d\ne\nf\n");
         assert_ne!(next.id, first.id);
+    }
+
+    #[test]
+    fn adopted_lines_follow_the_batch_in_flight_in_their_order() {
+        let limits = Limits {
+            flush_interval_ms: 100,
+            batch_max_lines: 2,
+            queue_max_lines: 5,
+            timeout_ms: 0,
+        };
+        let mut old = Queue::new(limits, 0);
+        for l in ["o1\n", "o2\n", "o3\n"] {
+            old.push(l.into());
+        }
+        let left = old.hand_off();
+        assert!(old.is_empty() && old.totals().dropped == 0);
+        let mut new = Queue::new(
+            Limits {
+                queue_max_lines: 10,
+                ..limits
+            },
+            0,
+        );
+        new.push("n1\n".into());
+        new.push("n2\n".into());
+        let b = new.poll(1000).unwrap();
+        assert_eq!(b.body, "n1\nn2\n");
+        new.dispatched(1);
+        assert_eq!(new.adopt(left), 0);
+        new.push("n3\n".into());
+        new.complete(Some(1), true, 1000);
+        assert_eq!(new.poll(2000).unwrap().body, "o1\no2\n");
+        new.dispatched(2);
+        new.complete(Some(2), true, 2000);
+        assert_eq!(new.poll(3000).unwrap().body, "o3\nn3\n");
+        // Beyond the bound the oldest adopted lines go, counted.
+        let mut full = Queue::new(limits, 0);
+        for l in ["a\n", "b\n", "c\n", "d\n"] {
+            full.push(l.into());
+        }
+        assert_eq!(
+            full.adopt(VecDeque::from(vec!["x\n".to_string(), "y\n".to_string()])),
+            1
+        );
+        assert_eq!(full.len(), 5);
+        assert_eq!(full.totals().dropped, 1);
     }
 }

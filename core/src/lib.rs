@@ -19,6 +19,7 @@ pub mod json;
 pub mod media;
 pub mod pbstruct;
 pub mod policy;
+pub mod record;
 pub mod reply;
 pub mod restriction;
 pub mod snippet;

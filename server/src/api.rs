@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -74,11 +74,16 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("such object"),
-            StoreError::Conflict(_) => ApiError::conflict("an object with this id or secret already exists"),
+            StoreError::Conflict(_) => {
+                ApiError::conflict("an object with this id or secret already exists")
+            }
             StoreError::Db(m) => {
                 // The detail goes to the log, not to the client.
                 tracing::error!("database: {m}");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is unavailable",
+                )
             }
         }
     }
@@ -108,7 +113,12 @@ impl FromRequestParts<Arc<App>> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Admin, ApiError> {
-        let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "sign in or give an admin API key (Authorization: Bearer tga_…)");
+        let unauthorized = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "sign in or give an admin API key (Authorization: Bearer tga_…)",
+            )
+        };
         if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
             let value = auth.to_str().map_err(|_| unauthorized())?;
             let (scheme, key) = value.split_once(' ').ok_or_else(unauthorized)?;
@@ -146,6 +156,11 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/v1/fleet", get(get_fleet))
         .route("/api/v1/explain", post(post_explain))
         .route("/api/v1/admin-log", get(get_admin_log))
+        .route("/api/v1/audit", get(crate::audit::query))
+        .route(
+            "/audit",
+            post(crate::audit::receive).layer(axum::extract::DefaultBodyLimit::max(32 << 20)),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("such endpoint") })
@@ -168,7 +183,10 @@ fn parse_body(body: &Bytes) -> ApiResult<Map<String, Value>> {
 
 fn only(body: &Map<String, Value>, allowed: &[&str]) -> ApiResult<()> {
     match body.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::bad(k, format!("unknown field `{k}` (allowed: {})", allowed.join(", ")))),
+        Some(k) => Err(ApiError::bad(
+            k,
+            format!("unknown field `{k}` (allowed: {})", allowed.join(", ")),
+        )),
         None => Ok(()),
     }
 }
@@ -194,7 +212,10 @@ fn str_list(body: &Map<String, Value>, key: &str) -> ApiResult<Option<Vec<String
             })
             .collect::<ApiResult<Vec<_>>>()
             .map(Some),
-        Some(_) => Err(ApiError::bad(key, format!("`{key}` must be a list of strings"))),
+        Some(_) => Err(ApiError::bad(
+            key,
+            format!("`{key}` must be a list of strings"),
+        )),
     }
 }
 
@@ -221,13 +242,21 @@ fn expiry(body: &Map<String, Value>, now: i64) -> ApiResult<Option<i64>> {
     let at = opt_str(body, "expires")?;
     let days = body.get("expires_in_days").filter(|v| !v.is_null());
     match (at, days) {
-        (Some(_), Some(_)) => Err(ApiError::bad("expires", "give `expires` or `expires_in_days`, not both")),
+        (Some(_), Some(_)) => Err(ApiError::bad(
+            "expires",
+            "give `expires` or `expires_in_days`, not both",
+        )),
         (Some(t), None) => time::parse_rfc3339(t)
             .map(Some)
             .ok_or_else(|| ApiError::bad("expires", format!("`{t}` is not an RFC 3339 time"))),
         (None, Some(d)) => match d.as_u64() {
-            Some(d @ 1..=36_500) => Ok(Some(now.saturating_add(i64::try_from(d).unwrap_or(0) * DAY_MS))),
-            _ => Err(ApiError::bad("expires_in_days", "must be a whole number of days, 1 to 36500")),
+            Some(d @ 1..=36_500) => Ok(Some(
+                now.saturating_add(i64::try_from(d).unwrap_or(0) * DAY_MS),
+            )),
+            _ => Err(ApiError::bad(
+                "expires_in_days",
+                "must be a whole number of days, 1 to 36500",
+            )),
         },
         (None, None) => Ok(None),
     }
@@ -288,7 +317,10 @@ fn limit_of(raw: Option<&str>, default: i64, max: i64) -> ApiResult<i64> {
         None | Some("") => Ok(default),
         Some(s) => match s.parse::<i64>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad("limit", format!("`limit` must be 1 to {max}"))),
+            _ => Err(ApiError::bad(
+                "limit",
+                format!("`limit` must be 1 to {max}"),
+            )),
         },
     }
 }
@@ -301,7 +333,10 @@ async fn list_tokens(
     let limit = limit_of(p.limit.as_deref(), 100, 1000)?;
     if let Some(s) = p.status.as_deref().filter(|s| !s.is_empty()) {
         if !["active", "expired", "revoked", "expiring", "unused"].contains(&s) {
-            return Err(ApiError::bad("status", "status is one of active, expired, revoked, expiring, unused"));
+            return Err(ApiError::bad(
+                "status",
+                "status is one of active, expired, revoked, expiring, unused",
+            ));
         }
     }
     let now = now_ms();
@@ -316,7 +351,11 @@ async fn list_tokens(
     let mut rows = app.store.list_tokens(&q, now).await?;
     let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next = if more { rows.last().map(|t| t.id.clone()) } else { None };
+    let next = if more {
+        rows.last().map(|t| t.id.clone())
+    } else {
+        None
+    };
     Ok(Json(json!({
         "tokens": rows.iter().map(|t| token_json(t, now)).collect::<Vec<_>>(),
         "next": next,
@@ -327,7 +366,13 @@ async fn list_tokens(
 async fn id_for(app: &App, name: &str) -> ApiResult<String> {
     let mut base: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     while base.contains("--") {
         base = base.replace("--", "-");
@@ -341,7 +386,10 @@ async fn id_for(app: &App, name: &str) -> ApiResult<String> {
         return Ok(base);
     }
     for _ in 0..8 {
-        let candidate = format!("{base}-{}", secret::random_base62(6).map_err(internal)?.to_lowercase());
+        let candidate = format!(
+            "{base}-{}",
+            secret::random_base62(6).map_err(internal)?.to_lowercase()
+        );
         if !app.store.id_exists(&candidate).await? {
             return Ok(candidate);
         }
@@ -356,7 +404,10 @@ fn internal(e: String) -> ApiError {
 
 /// Snippets for the create answer: the shared implementation `tokenctl new` prints too.
 fn snippets(app: &App, user: Option<&str>, secret_text: &str) -> Value {
-    let url = format!("{}/rest/api/2/myself", app.opts.public_url.trim_end_matches('/'));
+    let url = format!(
+        "{}/rest/api/2/myself",
+        app.opts.public_url.trim_end_matches('/')
+    );
     let s = snippet::Secret::Literal(secret_text);
     json!({
         "curl_basic": snippet::curl(&url, user, &s, false),
@@ -373,7 +424,17 @@ async fn create_token(
     let body = parse_body(&body)?;
     only(
         &body,
-        &["name", "id", "user", "expires", "expires_in_days", "ips", "run_as", "limit_to", "token"],
+        &[
+            "name",
+            "id",
+            "user",
+            "expires",
+            "expires_in_days",
+            "ips",
+            "run_as",
+            "limit_to",
+            "token",
+        ],
     )?;
     let now = now_ms();
     let name = opt_str(&body, "name")?
@@ -426,30 +487,39 @@ async fn create_token(
                 detail: Some(format!(
                     "user {}{}",
                     row.user.as_deref().unwrap_or("(any)"),
-                    if imported.is_some() { "; imported an existing secret" } else { "" }
+                    if imported.is_some() {
+                        "; imported an existing secret"
+                    } else {
+                        ""
+                    }
                 )),
             },
             now,
         )
         .await
         .map_err(|e| match e {
-            StoreError::Conflict(_) if imported.is_some() => {
-                ApiError::conflict(format!("a token with id `{id}` or with this secret already exists"))
+            StoreError::Conflict(_) if imported.is_some() => ApiError::conflict(format!(
+                "a token with id `{id}` or with this secret already exists"
+            )),
+            StoreError::Conflict(_) => {
+                ApiError::conflict(format!("a token with id `{id}` already exists"))
             }
-            StoreError::Conflict(_) => ApiError::conflict(format!("a token with id `{id}` already exists")),
             other => other.into(),
         })?;
     app.publisher.changed();
     app.metrics.changes.fetch_add(1, Ordering::Relaxed);
-    let mut answer = json!({ "token": token_json(&row, now) });
+    let mut answer = Map::new();
+    answer.insert("token".into(), token_json(&row, now));
     if let Some(s) = &secret_text {
-        answer["secret"] = json!(s);
-        answer["snippets"] = snippets(&app, row.user.as_deref(), s);
+        answer.insert("secret".into(), json!(s));
+        answer.insert("snippets".into(), snippets(&app, row.user.as_deref(), s));
     }
-    let mut r = (StatusCode::CREATED, Json(answer)).into_response();
+    let mut r = (StatusCode::CREATED, Json(Value::Object(answer))).into_response();
     // The secret is in this answer only: no cache may keep it.
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     Ok(r)
 }
 
@@ -467,7 +537,9 @@ async fn get_token(
 
 async fn secure_mode(app: &App) -> ApiResult<bool> {
     let s = publish::settings(&app.store).await.map_err(internal)?;
-    Ok(s.get("secure_mode").and_then(Value::as_bool).unwrap_or(false))
+    Ok(s.get("secure_mode")
+        .and_then(Value::as_bool)
+        .unwrap_or(false))
 }
 
 async fn patch_token(
@@ -477,18 +549,41 @@ async fn patch_token(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let body = parse_body(&body)?;
-    for fixed in ["id", "user", "sha256", "token", "created_at", "created_by", "status", "revoked_at", "revoked_by", "usage"] {
+    for fixed in [
+        "id",
+        "user",
+        "sha256",
+        "token",
+        "created_at",
+        "created_by",
+        "status",
+        "revoked_at",
+        "revoked_by",
+        "usage",
+    ] {
         if body.contains_key(fixed) {
             return Err(ApiError::bad(fixed, format!("`{fixed}` cannot be changed")));
         }
     }
-    only(&body, &["name", "limit_to", "ips", "run_as", "expires", "expires_in_days"])?;
+    only(
+        &body,
+        &[
+            "name",
+            "limit_to",
+            "ips",
+            "run_as",
+            "expires",
+            "expires_in_days",
+        ],
+    )?;
     let mut t = app.store.token(&id).await.map_err(|e| match e {
         StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
         o => o.into(),
     })?;
     if secure_mode(&app).await? {
-        return Err(ApiError::conflict("secure mode: tokens cannot be changed, only revoked or deleted"));
+        return Err(ApiError::conflict(
+            "secure mode: tokens cannot be changed, only revoked or deleted",
+        ));
     }
     if t.revoked_at.is_some() {
         return Err(ApiError::conflict("the token is revoked; create a new one"));
@@ -518,7 +613,9 @@ async fn patch_token(
     if let Some(e) = expiry(&body, now)? {
         // Never a later expiry: a token's life only shortens, as in the original feature.
         if t.expires_at.is_some_and(|old| e > old) {
-            return Err(ApiError::conflict("the expiry can only be brought forward, never extended"));
+            return Err(ApiError::conflict(
+                "the expiry can only be brought forward, never extended",
+            ));
         }
         t.expires_at = Some(e);
         changed.push("expires");
@@ -557,10 +654,14 @@ async fn revoke_token(
         target: Some(&id),
         detail: None,
     };
-    let fresh = app.store.revoke_token(&id, log, now).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
-        o => o.into(),
-    })?;
+    let fresh = app
+        .store
+        .revoke_token(&id, log, now)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
+            o => o.into(),
+        })?;
     if fresh {
         app.publisher.changed();
         app.metrics.changes.fetch_add(1, Ordering::Relaxed);
@@ -580,10 +681,13 @@ async fn delete_token(
         target: Some(&id),
         detail: None,
     };
-    app.store.delete_token(&id, log, now_ms()).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
-        o => o.into(),
-    })?;
+    app.store
+        .delete_token(&id, log, now_ms())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
+            o => o.into(),
+        })?;
     app.publisher.changed();
     app.metrics.changes.fetch_add(1, Ordering::Relaxed);
     Ok(StatusCode::NO_CONTENT)
@@ -662,9 +766,13 @@ async fn post_explain(
     only(&body, &["method", "url", "headers", "body", "client_ip"])?;
     let method = opt_str(&body, "method")?.unwrap_or("GET").trim().to_owned();
     if method.is_empty() || !method.bytes().all(|c| c.is_ascii_alphabetic() || c == b'-') {
-        return Err(ApiError::bad("method", format!("`{method}` is not an HTTP method")));
+        return Err(ApiError::bad(
+            "method",
+            format!("`{method}` is not an HTTP method"),
+        ));
     }
-    let url = opt_str(&body, "url")?.ok_or_else(|| ApiError::bad("url", "give the request's `url`"))?;
+    let url =
+        opt_str(&body, "url")?.ok_or_else(|| ApiError::bad("url", "give the request's `url`"))?;
     let target = explain::target_of(url).map_err(|e| ApiError::bad("url", e))?;
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     match body.get("headers") {
@@ -676,12 +784,23 @@ async fn post_explain(
                     pair.and_then(|p| p.first()).and_then(Value::as_str),
                     pair.and_then(|p| p.get(1)).and_then(Value::as_str),
                 ) else {
-                    return Err(ApiError::bad(&format!("headers[{i}]"), "each header is [name, value]"));
+                    return Err(ApiError::bad(
+                        &format!("headers[{i}]"),
+                        "each header is [name, value]",
+                    ));
                 };
-                headers.entry(k.to_ascii_lowercase()).or_default().push(v.to_owned());
+                headers
+                    .entry(k.to_ascii_lowercase())
+                    .or_default()
+                    .push(v.to_owned());
             }
         }
-        Some(_) => return Err(ApiError::bad("headers", "`headers` is a list of [name, value]")),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "headers",
+                "`headers` is a list of [name, value]",
+            ))
+        }
     }
     let req_body = opt_str(&body, "body")?.map(|b| b.as_bytes().to_vec());
     if let Some(b) = &req_body {
@@ -725,12 +844,19 @@ async fn get_admin_log(
     let limit = limit_of(p.limit.as_deref(), 100, 1000)?;
     let cursor = match p.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| ApiError::bad("cursor", "not a cursor from this API"))?),
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| ApiError::bad("cursor", "not a cursor from this API"))?,
+        ),
     };
     let mut rows = app.store.admin_log(limit + 1, cursor).await?;
     let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next = if more { rows.last().map(|e| e.seq.to_string()) } else { None };
+    let next = if more {
+        rows.last().map(|e| e.seq.to_string())
+    } else {
+        None
+    };
     Ok(Json(json!({
         "entries": rows.iter().map(|e| json!({
             "at": time::format_rfc3339_ms(e.at),
@@ -747,16 +873,24 @@ async fn get_admin_log(
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     if app.store.ping().await {
-        (StatusCode::OK, Json(json!({"status": "ok", "version": app.publisher.current().version}))).into_response()
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "version": app.publisher.current().version})),
+        )
+            .into_response()
     } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the database does not answer").into_response()
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database does not answer",
+        )
+        .into_response()
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let _ = headers;
+async fn metrics(State(app): State<Arc<App>>) -> Response {
     let snap = app.publisher.current();
     let m = &app.metrics;
+    let f = app.forwarder.as_deref();
     let text = format!(
         "# TYPE tokengate_server_config_generation gauge\ntokengate_server_config_generation {}\n\
          # TYPE tokengate_server_config_tokens gauge\ntokengate_server_config_tokens {}\n\
@@ -764,7 +898,14 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
          # TYPE tokengate_server_changes_total counter\ntokengate_server_changes_total {}\n\
          # TYPE tokengate_server_xds_pushes_total counter\ntokengate_server_xds_pushes_total {}\n\
          # TYPE tokengate_server_xds_acks_total counter\ntokengate_server_xds_acks_total {}\n\
-         # TYPE tokengate_server_xds_nacks_total counter\ntokengate_server_xds_nacks_total {}\n",
+         # TYPE tokengate_server_xds_nacks_total counter\ntokengate_server_xds_nacks_total {}\n\
+         # TYPE tokengate_server_audit_lines_total counter\ntokengate_server_audit_lines_total {}\n\
+         # TYPE tokengate_server_audit_refused_batches_total counter\ntokengate_server_audit_refused_batches_total {}\n\
+         # TYPE tokengate_server_audit_duplicate_batches_total counter\ntokengate_server_audit_duplicate_batches_total {}\n\
+         # TYPE tokengate_server_forward_sent_total counter\ntokengate_server_forward_sent_total {}\n\
+         # TYPE tokengate_server_forward_failed_total counter\ntokengate_server_forward_failed_total {}\n\
+         # TYPE tokengate_server_forward_dropped_total counter\ntokengate_server_forward_dropped_total {}\n\
+         # TYPE tokengate_server_forward_queued gauge\ntokengate_server_forward_queued {}\n",
         snap.generation,
         snap.tokens,
         snap.bytes,
@@ -772,6 +913,13 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         m.pushes.load(Ordering::Relaxed),
         m.acks.load(Ordering::Relaxed),
         m.nacks.load(Ordering::Relaxed),
+        m.audit_lines.load(Ordering::Relaxed),
+        m.audit_refused.load(Ordering::Relaxed),
+        m.audit_duplicates.load(Ordering::Relaxed),
+        f.map_or(0, |f| f.sent.load(Ordering::Relaxed)),
+        f.map_or(0, |f| f.failed.load(Ordering::Relaxed)),
+        f.map_or(0, |f| f.dropped.load(Ordering::Relaxed)),
+        f.map_or(0, |f| f.queued()),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

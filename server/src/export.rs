@@ -8,7 +8,12 @@ use crate::publish;
 use crate::store::Store;
 use crate::{plugin, secret};
 
-pub async fn run(store: &Store, format: &str, url: Option<&str>, namespace: &str) -> Result<String, String> {
+pub async fn run(
+    store: &Store,
+    format: &str,
+    url: Option<&str>,
+    namespace: &str,
+) -> Result<String, String> {
     let settings = publish::settings(store).await?;
     let tokens = store.all_tokens().await.map_err(|e| e.to_string())?;
     let auth = store

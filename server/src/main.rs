@@ -10,8 +10,10 @@
 //! configuration, checked by the core) → `publish` (snapshots) → `xds` (ECDS streams).
 
 mod api;
+mod audit;
 mod console;
 mod export;
+mod forward;
 mod plugin;
 mod publish;
 mod secret;
@@ -32,10 +34,19 @@ use crate::publish::{Publisher, Target};
 use crate::store::{Backend, Store};
 
 #[derive(Parser, Debug)]
-#[command(name = "tokengate-server", version, about = "tokengate's token service: tokens in a database, pushed to every Envoy over ECDS, managed by an API")]
+#[command(
+    name = "tokengate-server",
+    version,
+    about = "tokengate's token service: tokens in a database, pushed to every Envoy over ECDS, managed by an API"
+)]
 struct Cli {
     /// Database: sqlite://PATH (created and migrated on start) or postgres://USER:PASS@HOST:PORT/DB.
-    #[arg(long, env = "TOKENGATE_DB", default_value = "sqlite://tokengate.db", global = true)]
+    #[arg(
+        long,
+        env = "TOKENGATE_DB",
+        default_value = "sqlite://tokengate.db",
+        global = true
+    )]
     db: String,
     #[command(subcommand)]
     command: Option<Command>,
@@ -55,7 +66,11 @@ struct ServeArgs {
     #[arg(long, env = "TOKENGATE_WASM", default_value = "dist/tokengate.wasm")]
     wasm: String,
     /// Base URL of the Envoy in front of the app, used in the snippets a new token comes with.
-    #[arg(long, env = "TOKENGATE_PUBLIC_URL", default_value = "http://localhost:10000")]
+    #[arg(
+        long,
+        env = "TOKENGATE_PUBLIC_URL",
+        default_value = "http://localhost:10000"
+    )]
     public_url: String,
     /// PEM certificate chain for the xDS port (TLS). Needs --xds-tls-key and --xds-client-ca.
     #[arg(long, env = "TOKENGATE_XDS_TLS_CERT")]
@@ -66,6 +81,18 @@ struct ServeArgs {
     /// PEM CA bundle: only Envoys with a client certificate it signed may subscribe.
     #[arg(long, env = "TOKENGATE_XDS_CLIENT_CA")]
     xds_client_ca: Option<String>,
+    /// Audit lines older than this many days are deleted (usage totals stay).
+    #[arg(long, env = "TOKENGATE_AUDIT_RETENTION_DAYS", default_value_t = 90)]
+    audit_retention_days: u32,
+    /// Re-send stored audit lines to this log pipeline (NDJSON POSTs, at least once, in order).
+    #[arg(long, env = "TOKENGATE_AUDIT_FORWARD")]
+    audit_forward: Option<String>,
+    /// `Authorization` value for --audit-forward POSTs.
+    #[arg(long, env = "TOKENGATE_AUDIT_FORWARD_AUTHORIZATION")]
+    audit_forward_authorization: Option<String>,
+    /// Most lines held for --audit-forward while the pipeline is away; beyond, the oldest go.
+    #[arg(long, env = "TOKENGATE_AUDIT_FORWARD_QUEUE", default_value_t = 100_000)]
+    audit_forward_queue: usize,
     /// How often another instance's changes are looked for (PostgreSQL), in milliseconds.
     #[arg(long, env = "TOKENGATE_POLL_MS", default_value_t = 250)]
     poll_ms: u64,
@@ -95,11 +122,17 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum AdminCommand {
     /// Add an admin (or set a new password): the password is read from stdin.
-    Add { name: String },
+    Add {
+        name: String,
+    },
     /// Print a new API key for an admin, once (only its SHA-256 digest is stored).
-    Key { name: String },
+    Key {
+        name: String,
+    },
     List,
-    Remove { name: String },
+    Remove {
+        name: String,
+    },
 }
 
 /// Counters for /metrics.
@@ -109,6 +142,9 @@ pub struct Metrics {
     pub pushes: AtomicU64,
     pub acks: AtomicU64,
     pub nacks: AtomicU64,
+    pub audit_lines: AtomicU64,
+    pub audit_refused: AtomicU64,
+    pub audit_duplicates: AtomicU64,
 }
 
 /// Shared by every handler.
@@ -117,6 +153,9 @@ pub struct App {
     pub publisher: Arc<Publisher>,
     pub metrics: Arc<Metrics>,
     pub opts: Opts,
+    /// The value audit batches must carry as `authorization` (never logged).
+    pub audit_authorization: String,
+    pub forwarder: Option<Arc<forward::Forwarder>>,
 }
 
 pub struct Opts {
@@ -153,21 +192,28 @@ async fn main() -> ExitCode {
     match cli.command {
         None => serve(store, cli.serve, &cli.db).await,
         Some(Command::Admin { command }) => admin(store, command).await,
-        Some(Command::Export { format, url, namespace }) => {
-            match export::run(&store, &format, url.as_deref(), &namespace).await {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&e),
+        Some(Command::Export {
+            format,
+            url,
+            namespace,
+        }) => match export::run(&store, &format, url.as_deref(), &namespace).await {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => fail(&e),
+        },
     }
 }
 
 async fn admin(store: Store, command: AdminCommand) -> ExitCode {
     let now = now_ms();
-    let valid = |n: &str| !n.is_empty() && n.len() <= 100 && n.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+    let valid = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 100
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
+    };
     match command {
         AdminCommand::Add { name } => {
             if !valid(&name) {
@@ -201,7 +247,10 @@ async fn admin(store: Store, command: AdminCommand) -> ExitCode {
                 Ok(k) => k,
                 Err(e) => return fail(&e),
             };
-            match store.add_admin_key(&name, &secret::sha256_hex(&key), now).await {
+            match store
+                .add_admin_key(&name, &secret::sha256_hex(&key), now)
+                .await
+            {
                 Ok(()) => {
                     println!("{key}");
                     ExitCode::SUCCESS
@@ -215,7 +264,11 @@ async fn admin(store: Store, command: AdminCommand) -> ExitCode {
                     println!(
                         "{}\tpassword: {}\tapi keys: {}",
                         a.name,
-                        if a.password_hash.is_some() { "set" } else { "none" },
+                        if a.password_hash.is_some() {
+                            "set"
+                        } else {
+                            "none"
+                        },
                         a.keys
                     );
                 }
@@ -242,7 +295,10 @@ async fn serve(store: Store, args: ServeArgs, db: &str) -> ExitCode {
         (None, None, None) => None,
         (Some(c), Some(k), Some(ca)) => {
             let load = || -> Result<ServerTlsConfig, String> {
-                let identity = Identity::from_pem(read_pem(c, "--xds-tls-cert")?, read_pem(k, "--xds-tls-key")?);
+                let identity = Identity::from_pem(
+                    read_pem(c, "--xds-tls-cert")?,
+                    read_pem(k, "--xds-tls-key")?,
+                );
                 Ok(ServerTlsConfig::new()
                     .identity(identity)
                     .client_ca_root(Certificate::from_pem(read_pem(ca, "--xds-client-ca")?)))
@@ -261,14 +317,20 @@ async fn serve(store: Store, args: ServeArgs, db: &str) -> ExitCode {
         ));
     }
     let audit_authorization = match secret::random_base62(40) {
-        Ok(r) => match store.setting_or_insert("audit_authorization", &format!("Bearer tgs_{r}")).await {
+        Ok(r) => match store
+            .setting_or_insert("audit_authorization", &format!("Bearer tgs_{r}"))
+            .await
+        {
             Ok(v) => v,
             Err(e) => return fail(&e.to_string()),
         },
         Err(e) => return fail(&e),
     };
-    let target = Target { wasm_path: args.wasm.clone() };
-    let publisher = match Publisher::start(store.clone(), target, audit_authorization).await {
+    let target = Target {
+        wasm_path: args.wasm.clone(),
+    };
+    let publisher = match Publisher::start(store.clone(), target, audit_authorization.clone()).await
+    {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
@@ -296,11 +358,43 @@ async fn serve(store: Store, args: ServeArgs, db: &str) -> ExitCode {
             }
         });
     }
+    {
+        let store = store.clone();
+        let days = i64::from(args.audit_retention_days.max(1));
+        tokio::spawn(async move {
+            loop {
+                match store
+                    .delete_audit_before(now_ms() - days * 86_400_000)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        "retention: deleted {n} audit line(s) older than {days} days"
+                    ),
+                    Err(e) => tracing::warn!("retention: {e}"),
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        });
+    }
+    let forwarder = args.audit_forward.as_ref().map(|url| {
+        let f = forward::Forwarder::new(
+            url.clone(),
+            args.audit_forward_authorization.clone(),
+            args.audit_forward_queue,
+        );
+        tokio::spawn(f.clone().run());
+        f
+    });
     let app = Arc::new(App {
         store: store.clone(),
         publisher: publisher.clone(),
         metrics: metrics.clone(),
-        opts: Opts { public_url: args.public_url.clone() },
+        opts: Opts {
+            public_url: args.public_url.clone(),
+        },
+        audit_authorization,
+        forwarder,
     });
     let http = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
@@ -323,7 +417,10 @@ async fn serve(store: Store, args: ServeArgs, db: &str) -> ExitCode {
     }
     let grpc_server = builder
         .add_service(ecds.into_service())
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), shutdown());
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            shutdown(),
+        );
     tracing::info!(
         listen = %args.listen,
         xds = %args.xds,
@@ -347,13 +444,14 @@ async fn shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -136,7 +136,11 @@ pub fn check_token(settings: &Value, entry: &Value) -> Result<(), Invalid> {
 }
 
 /// The whole configuration Envoys are sent, checked by the core; also its JSON text.
-pub fn build(settings: &Value, audit_authorization: &str, tokens: &[TokenRow]) -> Result<(Value, String), Invalid> {
+pub fn build(
+    settings: &Value,
+    audit_authorization: &str,
+    tokens: &[TokenRow],
+) -> Result<(Value, String), Invalid> {
     let mut cfg = with_service_audit(settings, audit_authorization)
         .as_object()
         .cloned()
@@ -157,7 +161,10 @@ pub fn redacted(cfg: &Value) -> Value {
     let mut out = cfg.clone();
     if let Some(a) = out.get_mut("audit").and_then(Value::as_object_mut) {
         if a.contains_key("authorization") {
-            a.insert("authorization".into(), json!("(set by the service; not shown)"));
+            a.insert(
+                "authorization".into(),
+                json!("(set by the service; not shown)"),
+            );
         }
     }
     out
@@ -187,8 +194,11 @@ mod tests {
 
     #[test]
     fn a_bad_line_names_its_field_line_and_column() {
-        let e = check_token(&json!({}), &token_entry(&row(&["/rest/.*", "[get]/rest/(?=x)"])))
-            .unwrap_err();
+        let e = check_token(
+            &json!({}),
+            &token_entry(&row(&["/rest/.*", "[get]/rest/(?=x)"])),
+        )
+        .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("limit_to[1]"));
         assert_eq!(e.line, Some(2));
         assert!(e.column.is_some());
@@ -199,7 +209,10 @@ mod tests {
     fn settings_may_not_carry_tokens_or_the_audit_credential() {
         assert!(check_settings(&json!({"auth_methods": "both"})).is_ok());
         assert_eq!(
-            check_settings(&json!({"tokens": []})).unwrap_err().field.as_deref(),
+            check_settings(&json!({"tokens": []}))
+                .unwrap_err()
+                .field
+                .as_deref(),
             Some("tokens")
         );
         let e = check_settings(&json!({"audit": {"authorization": "x"}})).unwrap_err();

@@ -19,7 +19,9 @@ use envoy_types::pb::envoy::config::core::v3::{
     async_data_source, data_source, AsyncDataSource, DataSource, TypedExtensionConfig,
 };
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
-use envoy_types::pb::envoy::extensions::wasm::v3::{plugin_config, FailurePolicy, PluginConfig, VmConfig};
+use envoy_types::pb::envoy::extensions::wasm::v3::{
+    plugin_config, FailurePolicy, PluginConfig, VmConfig,
+};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, StringValue};
 
 use crate::plugin;
@@ -62,7 +64,11 @@ pub struct Publisher {
 impl Publisher {
     /// Builds the first snapshot (the service does not start on a configuration the core
     /// refuses).
-    pub async fn start(store: Store, target: Target, audit_authorization: String) -> Result<Arc<Publisher>, String> {
+    pub async fn start(
+        store: Store,
+        target: Target,
+        audit_authorization: String,
+    ) -> Result<Arc<Publisher>, String> {
         let first = build(&store, &target, &audit_authorization)
             .await
             .map_err(|e| format!("the stored configuration does not load: {e}"))?;
@@ -138,20 +144,25 @@ pub async fn settings(store: &Store) -> Result<Value, String> {
     }
 }
 
-async fn build(store: &Store, target: &Target, audit_authorization: &str) -> Result<Snapshot, String> {
+async fn build(
+    store: &Store,
+    target: &Target,
+    audit_authorization: &str,
+) -> Result<Snapshot, String> {
     // The generation is read first: a change committed while this runs moves it again, and
     // the next round rebuilds.
     let generation = store.generation().await.map_err(|e| e.to_string())?;
     let settings = settings(store).await?;
     let tokens = store.all_tokens().await.map_err(|e| e.to_string())?;
-    let (config, text) =
-        plugin::build(&settings, audit_authorization, &tokens).map_err(|e| {
-            format!(
-                "{}{}",
-                e.field.map(|f| format!("field `{f}`: ")).unwrap_or_default(),
-                e.message
-            )
-        })?;
+    let (config, text) = plugin::build(&settings, audit_authorization, &tokens).map_err(|e| {
+        format!(
+            "{}{}",
+            e.field
+                .map(|f| format!("field `{f}`: "))
+                .unwrap_or_default(),
+            e.message
+        )
+    })?;
     let compiled = tokengate_core::config::load(text.as_bytes()).map_err(|e| e.to_string())?;
     let bytes = text.len();
     let resource = resource(target, text);

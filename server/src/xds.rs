@@ -32,7 +32,12 @@ pub struct Ecds {
 }
 
 impl Ecds {
-    pub fn new(publisher: Arc<Publisher>, store: Store, instance: String, metrics: Arc<Metrics>) -> Ecds {
+    pub fn new(
+        publisher: Arc<Publisher>,
+        store: Store,
+        instance: String,
+        metrics: Arc<Metrics>,
+    ) -> Ecds {
         Ecds {
             publisher,
             store,
@@ -174,6 +179,8 @@ impl ExtensionConfigDiscoveryService for Ecds {
         &self,
         _request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
-        Err(Status::unimplemented("use the streaming ECDS API (api_type GRPC)"))
+        Err(Status::unimplemented(
+            "use the streaming ECDS API (api_type GRPC)",
+        ))
     }
 }

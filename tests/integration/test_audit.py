@@ -226,6 +226,9 @@ def test_batch_post_shape(main, demo):
         headers = {k.lower(): v for k, v in post["headers"]}
         assert headers["content-type"] == "application/x-ndjson"
         assert headers["host"] == "audit"
+        # An id per batch (SPEC §11); no credential unless `audit.authorization` is set.
+        assert re.fullmatch(r"[0-9a-f]{32}", headers["x-tokengate-batch"]), headers
+        assert "authorization" not in headers
         body = post["body"].decode()
         assert body.endswith("\n") and "\n\n" not in body
         for raw in body.splitlines():
@@ -373,10 +376,32 @@ def test_sink_answering_500_then_recovering(envoys, demo):
     for p in refused:
         paths = [json.loads(l)["path"] for l in p["body"].decode().splitlines()]
         assert paths == [f"/rest/api/2/issue/E-{i}" for i in range(len(paths))], paths
+    # A retry carries the same lines, so the same x-tokengate-batch: a receiver stores it once.
+    ids = {}
+    for p in refused:
+        h = {k.lower(): v for k, v in p["headers"]}
+        ids.setdefault(p["body"], set()).add(h["x-tokengate-batch"])
+    assert all(len(v) == 1 for v in ids.values()), ids
+    assert len({next(iter(v)) for v in ids.values()}) == len(ids)
     demo.sink.set_mode("ok")
     got = _wait_lines(demo, "E", 10, 15)
     assert [l["path"] for l in got] == [f"/rest/api/2/issue/E-{i}" for i in range(10)]
     assert env.stat("tokengate.audit.failed") >= failed0 + 3
+    first_ok = next(p for p in demo.sink.posts if p["status"] == 200)
+    h = {k.lower(): v for k, v in first_ok["headers"]}
+    assert h["x-tokengate-batch"] == next(iter(ids[refused[0]["body"]]))
+
+
+def test_authorization_is_sent_with_every_batch(envoys, demo):
+    env = envoys.get(with_audit(flush_interval_ms=100, authorization="Bearer sink-credential"))
+    for i in range(3):
+        assert env.request("GET", f"/rest/api/2/issue/AZ-{i}", auth=("erin", T["lines"])).status == 200
+    assert len(_wait_lines(demo, "AZ", 3, 10)) == 3
+    for p in demo.sink.posts:
+        h = {k.lower(): v for k, v in p["headers"]}
+        assert h["authorization"] == "Bearer sink-credential"
+    # The credential never reaches the Envoy log.
+    assert "sink-credential" not in env.log()
 
 
 def test_overflow_drops_oldest_and_counts_exactly(envoys, demo):
@@ -404,6 +429,41 @@ def test_overflow_drops_oldest_and_counts_exactly(envoys, demo):
 
 
 # --------------------------------------------------------------------------- config update
+
+
+def test_lines_left_by_a_replaced_config_go_out_from_the_next_one(demo, tmp_path):
+    """Receiver away across a token-set update (SPEC §11): the old configuration cannot deliver
+    on its way out, so its lines move to the configuration that replaced it and go out from
+    there, in order, once the receiver is back; none is dropped or sent twice."""
+    from test_hot_reload import TOKEN_C, HotEnvoy, token_set
+
+    fast = {"flush_interval_ms": 200, "batch_max_lines": 50, "queue_max_lines": 1000, "timeout_ms": 500}
+    h = HotEnvoy(str(tmp_path), demo, {**token_set(), "audit": fast})
+    h.env.start()
+    try:
+        demo.sink.go_down()
+        for i in range(30):
+            assert h.env.request("GET", f"/rest/api/2/issue/H-{i}", auth=("c", TOKEN_C)).status == 200
+        h.publish({**token_set(b=True), "audit": fast})
+        for i in range(30, 40):
+            assert h.env.request("GET", f"/rest/api/2/issue/H-{i}", auth=("c", TOKEN_C)).status == 200
+        deadline = time.monotonic() + 10
+        while "took over" not in h.env.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # One VM per worker: each worker's new configuration takes over its own old lines.
+        taken = sum(int(n) for n in re.findall(r"took over (\d+) line", h.env.log()))
+        assert taken >= 30, h.env.log()[-3000:]
+        demo.sink.come_up()
+        got = [l["path"] for l in _wait_lines(demo, "H", 40, 30)]
+        assert sorted(got) == sorted(f"/rest/api/2/issue/H-{i}" for i in range(40)), got  # each once
+        # Two workers deliver independently; within each batch the lines keep their order.
+        for p in demo.sink.posts:
+            if p["status"] == 200:
+                ts = [json.loads(l)["ts"] for l in p["body"].decode().splitlines()]
+                assert ts == sorted(ts), ts
+        assert h.env.stat("tokengate.audit.dropped") == 0
+    finally:
+        h.env.stop()
 
 
 def test_token_set_update_flushes_what_the_old_config_held(demo, tmp_path):

@@ -11,6 +11,10 @@
 //! transaction, with its admin-log entry: a change is pushed, logged and stored together, or
 //! not at all. Times are Unix milliseconds.
 
+mod audit;
+
+pub use audit::AuditQuery;
+
 use std::time::Duration;
 
 use serde_json::Value;
@@ -233,7 +237,8 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
         };
-        migrated.map_err(|e| format!("migrating `{}`: {}", redact(url), one_line(&e.to_string())))?;
+        migrated
+            .map_err(|e| format!("migrating `{}`: {}", redact(url), one_line(&e.to_string())))?;
         Ok(Store { pool, backend })
     }
 
@@ -279,7 +284,12 @@ impl Store {
             .ok_or_else(|| StoreError::Db(format!("setting `{key}` vanished")))
     }
 
-    pub async fn put_plugin_settings(&self, settings: &Value, log: Audit<'_>, now: i64) -> Result<()> {
+    pub async fn put_plugin_settings(
+        &self,
+        settings: &Value,
+        log: Audit<'_>,
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO settings (k, v) VALUES ('plugin', $1) ON CONFLICT (k) DO UPDATE SET v = $1",
@@ -589,7 +599,12 @@ impl Store {
     }
 
     /// Records a sign-in attempt's outcome (throttling and lock-out for the console).
-    pub async fn set_login_state(&self, name: &str, failed: i64, locked_until: Option<i64>) -> Result<()> {
+    pub async fn set_login_state(
+        &self,
+        name: &str,
+        failed: i64,
+        locked_until: Option<i64>,
+    ) -> Result<()> {
         sqlx::query("UPDATE admins SET failed_logins = $1, locked_until = $2 WHERE name = $3")
             .bind(failed)
             .bind(locked_until)
@@ -634,7 +649,13 @@ impl Store {
 
     // ------------------------------------------------------------------ fleet
 
-    pub async fn node_connected(&self, node: &str, cluster: &str, instance: &str, now: i64) -> Result<()> {
+    pub async fn node_connected(
+        &self,
+        node: &str,
+        cluster: &str,
+        instance: &str,
+        now: i64,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO nodes (node_id, cluster, instance, connected_at, last_seen, connected) \
              VALUES ($1, $2, $3, $4, $4, 1) ON CONFLICT (node_id) DO UPDATE SET cluster = $2, \
@@ -650,7 +671,13 @@ impl Store {
     }
 
     /// An ACK (`error` None: `version` accepted) or a NACK (`error`: Envoy's message).
-    pub async fn node_answered(&self, node: &str, version: &str, error: Option<&str>, now: i64) -> Result<()> {
+    pub async fn node_answered(
+        &self,
+        node: &str,
+        version: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
         let q = match error {
             None => sqlx::query(
                 "UPDATE nodes SET acked_version = $1, last_error = NULL, last_seen = $2 WHERE node_id = $3",
@@ -671,7 +698,13 @@ impl Store {
 
     /// A stream closed: the node is shown as disconnected (unless it reconnected meanwhile,
     /// possibly to another instance).
-    pub async fn node_disconnected(&self, node: &str, instance: &str, connected_at: i64, now: i64) -> Result<()> {
+    pub async fn node_disconnected(
+        &self,
+        node: &str,
+        instance: &str,
+        connected_at: i64,
+        now: i64,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE nodes SET connected = 0, last_seen = $1 \
              WHERE node_id = $2 AND instance = $3 AND connected_at = $4",
@@ -726,22 +759,30 @@ enum Bind {
 }
 
 async fn bump(tx: &mut sqlx::Transaction<'_, sqlx::Any>, now: i64) -> Result<()> {
-    sqlx::query("UPDATE config_state SET generation = generation + 1, changed_at = $1 WHERE id = 1")
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE config_state SET generation = generation + 1, changed_at = $1 WHERE id = 1",
+    )
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
-async fn write_log(tx: &mut sqlx::Transaction<'_, sqlx::Any>, log: &Audit<'_>, now: i64) -> Result<()> {
-    sqlx::query("INSERT INTO admin_log (at, admin, action, target, detail) VALUES ($1, $2, $3, $4, $5)")
-        .bind(now)
-        .bind(log.admin)
-        .bind(log.action)
-        .bind(log.target)
-        .bind(log.detail.as_deref())
-        .execute(&mut **tx)
-        .await?;
+async fn write_log(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    log: &Audit<'_>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO admin_log (at, admin, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(now)
+    .bind(log.admin)
+    .bind(log.action)
+    .bind(log.target)
+    .bind(log.detail.as_deref())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -751,7 +792,12 @@ pub fn redact(url: &str) -> String {
         (Some(s), Some(at)) if at > s => {
             let creds = url.get(s + 3..at).unwrap_or("");
             let user = creds.split(':').next().unwrap_or("");
-            format!("{}{}@{}", url.get(..s + 3).unwrap_or(""), user, url.get(at + 1..).unwrap_or(""))
+            format!(
+                "{}{}@{}",
+                url.get(..s + 3).unwrap_or(""),
+                user,
+                url.get(at + 1..).unwrap_or("")
+            )
         }
         _ => url.to_owned(),
     }
