@@ -192,11 +192,18 @@ pub async fn query(
     } else {
         None
     };
-    Ok(Json(json!({
-        "lines": rows.iter().map(|(_, r)| r.to_json()).collect::<Vec<Value>>(),
-        "next": next,
-    }))
-    .into_response())
+    // Written by hand around the lines so that each keeps the §11 field order.
+    let mut body = String::from("{\"lines\":[");
+    for (i, (_, r)) in rows.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&r.to_line());
+    }
+    body.push_str("],\"next\":");
+    body.push_str(&Value::from(next).to_string());
+    body.push('}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 fn async_stream(
@@ -212,7 +219,7 @@ fn async_stream(
                 Ok(rows) => {
                     let mut out = String::new();
                     for (_, r) in &rows {
-                        out.push_str(&r.to_json().to_string());
+                        out.push_str(&r.to_line());
                         out.push('\n');
                     }
                     let full = rows.len() as i64 >= q.limit;

@@ -51,7 +51,7 @@ impl Forwarder {
                     q.pop_front();
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                q.push_back(r.to_json().to_string() + "\n");
+                q.push_back(r.to_line() + "\n");
             }
         }
         self.wake.notify_one();
