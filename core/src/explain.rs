@@ -240,6 +240,7 @@ pub fn explain(config: &Config, req: &Request, now_ms: i64) -> Outcome2 {
                 method: &req.method,
                 path: &path,
                 query,
+                form_body: policy::form_body(&t.restrictions, &Headers(req)),
             };
             Some(t.restrictions.explain(&view, req.body.as_deref()))
         });

@@ -123,6 +123,7 @@ pub struct Pending {
     method: String,
     path: String,
     query: String,
+    form_body: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,10 +310,12 @@ pub fn decide_protected(
         Ok(q) => q,
         Err(m) => return refuse(400, Reason::BadRequest, m, &subject),
     };
+    let form_body = form_body(&token.restrictions, req);
     let view = RequestView {
         method,
         path: &path,
         query,
+        form_body,
     };
     match token.restrictions.evaluate_head(&view) {
         HeadVerdict::Allow(rule) => Decision::Allow(Grant { rule, ..grant }),
@@ -370,6 +373,7 @@ pub fn decide_protected(
                 method: method.to_owned(),
                 path: path.into_owned(),
                 query: raw_query.to_owned(),
+                form_body,
             };
             if end_of_stream {
                 return match decide_body(config, &pending, &[]) {
@@ -380,6 +384,20 @@ pub fn decide_protected(
             Decision::Buffer(pending)
         }
     }
+}
+
+/// Whether the request carries a form body that the app would read parameters from (only
+/// looked at for tokens with QueryParam lines; a repeated Content-Type counts as one: the
+/// filter cannot tell which the app reads). Tomcat's `getParameterValues` merges an
+/// `application/x-www-form-urlencoded` body's parameters with the query's, so a QueryParam
+/// condition checked on the query alone would pass `?permissions=true` with a body of
+/// `permissions=false` (found by the differential tests against Tomcat, tests/tomcat/).
+pub fn form_body(
+    restrictions: &crate::restriction::Restrictions,
+    req: &impl RequestHeaders,
+) -> bool {
+    restrictions.has_query_lines()
+        && (media::is_form(req.header("content-type").as_deref()) || req.count("content-type") > 1)
 }
 
 /// Revocation, expiry, user binding and scheme, in the order SPEC §2 gives.
@@ -462,6 +480,7 @@ pub fn decide_body(config: &Config, pending: &Pending, body: &[u8]) -> Result<Gr
         method: &pending.method,
         path: &pending.path,
         query,
+        form_body: pending.form_body,
     };
     match token.restrictions.evaluate_body(&view, body) {
         Ok(BodyVerdict::Allow(line)) => Ok(Grant {
