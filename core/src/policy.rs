@@ -154,7 +154,9 @@ fn refuse(
 /// decoded and normalized form so that no spelling of a protected path escapes.
 pub fn is_protected(config: &Config, target: &str) -> bool {
     let (raw_path, _) = canonical::split_target(target);
-    config.is_protected(&canonical::protection_path(raw_path))
+    canonical::protection_paths(raw_path)
+        .iter()
+        .any(|p| config.is_protected(p))
 }
 
 /// Decides from the request headers. `end_of_stream`: the request has no body.
@@ -949,6 +951,25 @@ mod tests {
         );
         assert_eq!(upstream_authorization(&c, "alice"), Some("Bearer pat-1"));
         assert_eq!(upstream_authorization(&c, "bob"), None);
+    }
+
+    #[test]
+    fn protected_under_every_resolution() {
+        let c = cfg("", BOUND);
+        // Tomcat dispatches all of these to the /rest/* servlet (tests/tomcat/ found the
+        // first two passed through untouched).
+        for target in [
+            "/rest/%25%32%65%25%32%65/api/2/issue/ABC-1",
+            "/rest?x=1/api/2/issue",
+            "/rest",
+            "/rest;x=1",
+            "/x/%252e%252e/rest/api",
+        ] {
+            assert!(is_protected(&c, target), "{target}");
+        }
+        for target in ["/restx", "/secure/rest", "/", "/res"] {
+            assert!(!is_protected(&c, target), "{target}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ ASCII, as tokengate's): the catalog's lines use only syntax on which Python, Rus
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -198,7 +199,10 @@ def classify(req: Req, mode: str, resp: harness.Response) -> Outcome:
     ct = resp.header_values("content-type")
     if resp.header_values("x-probe") == ["1"]:
         try:
-            view = json.loads(resp.body)
+            raw = resp.body
+            if not raw and resp.header_values("x-probe-view"):
+                raw = base64.b64decode(resp.header_values("x-probe-view")[0])
+            view = json.loads(raw)
         except ValueError:
             return Outcome(req, mode, resp.status, "other", None, problem=f"probe answer not JSON: {resp.body[:200]!r}")
         kind = "allowed" if view.get("identity") else "passthrough"
@@ -355,7 +359,10 @@ ODD_PROTECTED = ["/secure/..;/rest/api/2/issue/ABC-1", "/secure/%2e%2e/rest/api/
                  "/rest%2fapi/2/issue/ABC-1", "/x/%252e%252e/rest/api/2/issue/ABC-1", "//rest/api/2/issue/JRA-1",
                  "/rest;x=1/api/2/issue/JRA-1", "/jira;x=1/rest/api/2/issue/ABC-1", "/jira/..;/rest/api/2/issue/ABC-1",
                  "/jira/%2e%2e/rest/api/2/issue/ABC-1", "/%6Aira/rest/api/2/issue/ABC-1", "/jira//rest/api/2/issue/ABC-1",
-                 "/JIRA/rest/api/2/issue/ABC-1", "/jira/REST/api/2/issue/ABC-1", "/rest/../jira/rest/api/2/issue/ABC-1"]
+                 "/JIRA/rest/api/2/issue/ABC-1", "/jira/REST/api/2/issue/ABC-1", "/rest/../jira/rest/api/2/issue/ABC-1",
+                 # found by the generator: Tomcat dispatches these to /rest/*, tokengate passed them through
+                 "/rest/%25%32%65%25%32%65/api/2/issue/ABC-1", "/rest?x=1/api/2/issue/ABC-1", "/rest",
+                 "/rest;x=1", "/jira/rest", "/jira/rest/%25%32%65%25%32%65/api/2/issue/ABC-1"]
 UNI_PATHS = ["/rest/api/2/project/Caf%C3%A9", "/rest/api/2/project/Caf%c3%a9", "/rest/api/2/project/Cafe",
              "/rest/api/2/project/Cafe%CC%81", "/rest/api/2/project/Caf%C3%A9%20", "/rest/api/2/user/Jos%C3%A9",
              "/rest/api/2/user/Jos%C3%A9x", "/rest/api/2/group/jira_users", "/rest/api/2/group/caf%C3%A9",

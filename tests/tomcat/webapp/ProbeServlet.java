@@ -9,6 +9,7 @@
 //          "json": {node: {"missing": bool, "type": JsonNodeType, "text": asText(),
 //                          "exact": the number's exact value (BigDecimal, plain)}}
 //                  or {"error": message} when Jackson refuses the body}
+// The answer is also in the x-probe-view header (base64), for HEAD requests.
 // JSON nodes are read only when the request names them in x-probe-json (comma-separated node
 // paths, dotted for nested objects), from the body bytes as Jackson's readTree reads a stream
 // (encoding auto-detected, duplicate names: last one wins, trailing tokens ignored: its
@@ -24,6 +25,7 @@ import jakarta.servlet.http.HttpServlet;
 import jakarta.servlet.http.HttpServletRequest;
 import jakarta.servlet.http.HttpServletResponse;
 import java.io.IOException;
+import java.util.Base64;
 import java.util.Enumeration;
 import java.util.Map;
 
@@ -80,7 +82,12 @@ public class ProbeServlet extends HttpServlet {
                     r.put("type", n.getNodeType().name());
                     r.put("text", n.asText());
                     if (x != null && x.isNumber()) {
-                        r.put("exact", x.decimalValue().toPlainString());
+                        try {
+                            r.put("exact", x.decimalValue().toPlainString());
+                        } catch (NumberFormatException e) {
+                            // 1e400 reads as an infinite double, which has no exact value
+                            r.put("exact_error", String.valueOf(e.getMessage()));
+                        }
                     }
                 }
             } catch (IOException | RuntimeException e) {
@@ -91,6 +98,8 @@ public class ProbeServlet extends HttpServlet {
         byte[] answer = MAPPER.writeValueAsBytes(out);
         resp.setStatus(200);
         resp.setHeader("x-probe", "1");
+        // A HEAD answer has no body: the same answer, base64, in a header
+        resp.setHeader("x-probe-view", Base64.getEncoder().encodeToString(answer));
         resp.setContentType("application/json");
         resp.setContentLength(answer.length);
         resp.getOutputStream().write(answer);
