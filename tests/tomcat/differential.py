@@ -463,6 +463,19 @@ def catalog() -> list:
                 '{"editable":false}'.encode("utf-16"), '{"editable":false}'.encode("utf-32-be"),
                 b'{"editable":false,"s":"\xff"}', b'{"editable":false,"s":"\xc0\xae"}'):
         out.append(Req("newfilter", "POST", "/rest/api/2/filter", raw, JSON_CT, origin="json-bytes"))
+    # more parameters than Tomcat's maxParameterCount (1000): Tomcat stops parsing there
+    many = "&".join(f"p{i}=1" for i in range(1000))
+    out.append(Req("filters", "GET", "/rest/extender/1.0/filter/user/admin?" + many + "&permissions=true",
+                   origin="query-many"))
+    out.append(Req("filters", "GET", "/rest/extender/1.0/filter/user/admin?permissions=true&" + many
+                   + "&permissions=false", origin="query-many"))
+    # identity header spellings from the client, and a chunked body
+    for hs in ([("X-Forwarded-User", "admin")], [("X-FORWARDED-USER", "admin"), ("x-forwarded-user", "root")],
+               [("x_forwarded_user", "admin")], [("X-Forwarded-User", "")]):
+        out.append(Req("jra", "GET", "/rest/api/2/issue/JRA-1", headers=hs, origin="identity"))
+        out.append(Req("free", "GET", "/secure/Dashboard.jspa", headers=hs, origin="identity"))
+    out.append(Req("newfilter", "POST", "/rest/api/2/filter", b'12\r\n{"editable":false}\r\n0\r\n\r\n',
+                   JSON_CT + [("Transfer-Encoding", "chunked")], origin="json-chunked"))
     # method overrides
     for h in ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"):
         out.append(Req("kanban", "POST", "/rest/api/2/issue/KANBAN-100/comment", b'{"body":"x"}',
