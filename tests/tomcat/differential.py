@@ -178,6 +178,18 @@ class Req:
         head += b"".join(f"{k}: {v}\r\n".encode("utf-8") for k, v in hs) + b"\r\n"
         return head + (self.body or b"")
 
+    def h2_headers(self) -> list:
+        """The same request's fields for HTTP/2 (names lower-case; Host becomes :authority;
+        no Content-Length or Transfer-Encoding: DATA frames carry the body)."""
+        user = LINES[self.key][0]
+        hs = [("authorization", harness.basic(user, TOKENS[self.key])), (IDENTITY, "attacker"),
+              ("cookie", "JSESSIONID=stolen")]
+        nodes = JSON_NODES[self.key]
+        if nodes:
+            hs.append(("x-probe-json", ",".join(nodes)))
+        hs += [(k.lower(), v) for k, v in self.headers if k.lower() not in ("content-length", "transfer-encoding")]
+        return hs
+
     def describe(self) -> str:
         b = "" if self.body is None else f" body={self.body[:200]!r}"
         h = f" headers={self.headers!r}" if self.headers else ""
@@ -310,6 +322,33 @@ def run(reqs: list, envoys: dict, threads: int = 6) -> list:
     if errors:
         raise errors[0]
     return out
+
+
+def run_h2(reqs: list, envoys: dict, threads: int = 6) -> list:
+    """The same over HTTP/2 (h2c to Envoy; Envoy speaks HTTP/1.1 to Tomcat), one connection
+    per request. A body is sent in two DATA frames."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from h2client import H2Client
+
+    def one(job):
+        r, mode = job
+        body = r.body
+        if r.headers and any(k.lower() == "transfer-encoding" for k, _ in r.headers):
+            return None  # HTTP/1.1 framing only
+        chunks = None if body is None else ([body[: len(body) // 2], body[len(body) // 2:]] if body else [b""])
+        try:
+            resp = H2Client(envoys[mode]).request(r.method, r.target.encode("utf-8", "surrogateescape"),
+                                                  r.h2_headers(), chunks, authority="jira.test")
+        except Exception as e:  # noqa: BLE001
+            return Outcome(r, mode + "-h2", 0, "other", None, problem=None, notes=[f"no answer: {e!r}"[:80]])
+        if resp.status == 0:
+            return Outcome(r, mode + "-h2", 0, "other", None)
+        return classify(r, mode + "-h2", resp)
+
+    jobs = [(r, mode) for r in reqs for mode in envoys]
+    with ThreadPoolExecutor(threads) as ex:
+        return [o for o in ex.map(one, jobs) if o is not None]
 
 
 def summary(outcomes: list) -> dict:

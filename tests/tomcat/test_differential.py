@@ -17,10 +17,10 @@ COUNT = int(os.environ.get("TOMCAT_FUZZ_COUNT", "10000"))
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-def _run(tomcat_envoys, reqs, name):
+def _run(tomcat_envoys, reqs, name, h2=False):
     ports = {m: e.port for m, e in tomcat_envoys.items()}
     t0 = time.monotonic()
-    outcomes = differential.run(reqs, ports)
+    outcomes = (differential.run_h2 if h2 else differential.run)(reqs, ports)
     s = differential.summary(outcomes)
     s["seconds"] = round(time.monotonic() - t0, 1)
     s["catalog"] = len(reqs)
@@ -46,6 +46,15 @@ def test_the_catalog_agrees_with_tomcat(tomcat_envoys):
     assert s["error"] == 0, differential.report([o for o in outcomes if o.kind == "error"])
     assert s["disagreements"] == 0, differential.report(outcomes)
     # the catalog is not vacuous: each part has requests allowed and requests refused
+    kinds = by_origin(outcomes)
+    for part in ("canonical", "query", "json", "number", "unicode"):
+        assert kinds[part].get("allowed", 0) > 0 and kinds[part].get("refused", 0) > 0, (part, kinds[part])
+
+
+def test_the_catalog_agrees_with_tomcat_over_http2(tomcat_envoys):
+    """The catalog again, the client speaking HTTP/2 (h2c) to Envoy, bodies in two DATA frames."""
+    outcomes, s = _run(tomcat_envoys, differential.catalog(), "catalog-h2", h2=True)
+    assert s["disagreements"] == 0, differential.report(outcomes)
     kinds = by_origin(outcomes)
     for part in ("canonical", "query", "json", "number", "unicode"):
         assert kinds[part].get("allowed", 0) > 0 and kinds[part].get("refused", 0) > 0, (part, kinds[part])
