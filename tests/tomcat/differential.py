@@ -205,6 +205,7 @@ class Outcome:
     view: dict | None
     problem: str | None = None
     notes: list = field(default_factory=list)
+    answered_by: str | None = None  # for "other": envoy or tomcat
 
 
 def classify(req: Req, mode: str, resp: harness.Response) -> Outcome:
@@ -221,7 +222,9 @@ def classify(req: Req, mode: str, resp: harness.Response) -> Outcome:
         return judge(Outcome(req, mode, resp.status, kind, view))
     if ct == [harness.JIRA_CONTENT_TYPE]:
         return Outcome(req, mode, resp.status, "refused", None)
-    return Outcome(req, mode, resp.status, "other", None)
+    # Envoy's own refusals are plain text; Tomcat's error pages are HTML naming it
+    by = "tomcat" if b"Apache Tomcat" in resp.body or any("html" in v for v in ct) else "envoy"
+    return Outcome(req, mode, resp.status, "other", None, answered_by=by)
 
 
 def judge(o: Outcome) -> Outcome:
@@ -356,6 +359,8 @@ def summary(outcomes: list) -> dict:
          "compared": 0, "disagreements": 0, "notes": 0}
     for o in outcomes:
         s[o.kind] = s.get(o.kind, 0) + 1
+        if o.answered_by:
+            s["other_" + o.answered_by] = s.get("other_" + o.answered_by, 0) + 1
         if o.kind in ("allowed", "passthrough"):
             s["compared"] += 1
         if o.problem:
