@@ -38,7 +38,12 @@ unit:
 tokenctl:
 	cargo build -p tokenctl
 
+# test_http2.py makes its TLS test certificate with openssl.
 integration: venv wasm deploy-tools tokenctl
+	@command -v openssl >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	  echo "integration: installing openssl"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
 	$(PY) -m pytest -q tests/integration
 
 lint:
