@@ -7,7 +7,8 @@ WASM := dist/tokengate.wasm
 export ENVOY_BIN
 
 .PHONY: all wasm venv run test unit integration lint fmt bench fuzz clean tokenctl \
-	deploy-tools hot-reload-config image compose-up compose-down compose-test
+	deploy-tools hot-reload-config image compose-up compose-down compose-test \
+	tomcat-deps tomcat-test fuzz-tomcat
 
 all: wasm
 
@@ -37,14 +38,36 @@ unit:
 tokenctl:
 	cargo build -p tokenctl
 
+# test_http2.py makes its TLS test certificate with openssl.
 integration: venv wasm deploy-tools tokenctl
+	@command -v openssl >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	  echo "integration: installing openssl"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
 	$(PY) -m pytest -q tests/integration
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: lint unit integration
+test: lint unit integration tomcat-test
+
+# ---- the real app server (tests/tomcat/): Tomcat 10 + Jackson behind Envoy + tokengate.
+# Debian's tomcat10, default-jdk-headless and libjackson2-databind-java, installed when missing.
+tomcat-deps:
+	@scripts/ensure-tomcat.sh
+
+# The differential test: the fixed catalog plus TOMCAT_FUZZ_COUNT generated requests (default
+# 10,000) from TOMCAT_FUZZ_SEED (default 1), each through two Envoys (normalising and raw).
+tomcat-test: venv wasm tomcat-deps
+	$(PY) -m pytest -q tests/tomcat
+
+# Longer runs (not part of `make test`): a fresh seed each time unless TOMCAT_FUZZ_SEED is set.
+TOMCAT_FUZZ_SEED ?= $(shell date +%s)
+TOMCAT_FUZZ_COUNT ?= 200000
+fuzz-tomcat: venv wasm tomcat-deps
+	TOMCAT_FUZZ_SEED=$(TOMCAT_FUZZ_SEED) TOMCAT_FUZZ_COUNT=$(TOMCAT_FUZZ_COUNT) \
+	  $(PY) -m pytest -q -s tests/tomcat -k generated
 
 fmt:
 	cargo fmt --all

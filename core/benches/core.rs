@@ -240,6 +240,7 @@ fn view<'a>(method: &'a str, path: &'a str) -> RequestView<'a> {
         method,
         path,
         query: Query::parse("").unwrap(),
+        form_body: false,
     }
 }
 

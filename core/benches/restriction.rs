@@ -47,6 +47,7 @@ fn main() {
                 method: "GET",
                 path: &path,
                 query,
+                form_body: false,
             };
             black_box(rs.evaluate_head(&req));
         }
@@ -60,6 +61,7 @@ fn main() {
                 method: "DELETE",
                 path: &path,
                 query,
+                form_body: false,
             };
             black_box(rs.evaluate_head(&req));
         }
@@ -72,6 +74,7 @@ fn main() {
                 method: "POST",
                 path: "/rest/api/2/filter",
                 query,
+                form_body: false,
             };
             black_box(rs.evaluate_body(&req, black_box(small)).ok());
         }
@@ -91,6 +94,7 @@ fn main() {
                 method: "POST",
                 path: "/rest/api/2/filter",
                 query,
+                form_body: false,
             };
             black_box(rs.evaluate_body(&req, black_box(big.as_bytes())).ok());
         }

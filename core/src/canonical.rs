@@ -57,12 +57,12 @@ fn decode_lenient_once(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The path used to decide whether a request is protected: decoded leniently and normalized
-/// the way Tomcat would resolve it, so no spelling of a protected path escapes the check.
+/// the way Tomcat would resolve it, fully decoded (see [`protection_paths`], which the
+/// protection check uses: every resolution, not only this last one).
 ///
 /// Percent-decoding is repeated until nothing changes (Tomcat decodes once, but a front proxy
 /// or a servlet filter may decode again: `%252e%252e` must count as `..`). Then `\` is read as
 /// `/`, `;params` are dropped from each segment, empty and `.` segments vanish and `..` pops.
-/// Over-protecting is harmless: a protected path that is odd gets a strict 400 later.
 pub fn protection_path(raw_path: &str) -> Cow<'_, str> {
     if is_plain(raw_path) {
         return Cow::Borrowed(raw_path);
@@ -80,7 +80,49 @@ pub fn protection_path(raw_path: &str) -> Cow<'_, str> {
         }
         bytes = next;
     }
-    let text = String::from_utf8_lossy(&bytes).replace('\\', "/");
+    Cow::Owned(resolve(&bytes))
+}
+
+/// Every path a server might resolve `raw_path` to: after 0, 1, 2, … rounds of lenient
+/// percent-decoding (until nothing changes), each normalized as in [`protection_path`], and
+/// Tomcat's own order (`;params` dropped from the raw segments, then one decoding, then
+/// normalization). A request is protected when any of them is: decoding more is not always
+/// "more protected", since a decoded `..` can pop the protected segment itself
+/// (`/rest/%25%32%65%25%32%65/api` is `/rest/%2e%2e/api` to Tomcat, which dispatches it to the
+/// `/rest/*` servlet, but `/api` once decoded twice; found by the differential tests against
+/// Tomcat, tests/tomcat/). One borrowed entry when the path is already plain.
+pub fn protection_paths(raw_path: &str) -> Vec<Cow<'_, str>> {
+    if is_plain(raw_path) {
+        return vec![Cow::Borrowed(raw_path)];
+    }
+    let mut out: Vec<Cow<'_, str>> = Vec::new();
+    let mut bytes = raw_path.as_bytes().to_vec();
+    out.push(Cow::Owned(resolve(&bytes)));
+    for _ in 0..raw_path.len() {
+        if !bytes.contains(&b'%') {
+            break;
+        }
+        let next = decode_lenient_once(&bytes);
+        if next.len() == bytes.len() {
+            break;
+        }
+        bytes = next;
+        out.push(Cow::Owned(resolve(&bytes)));
+    }
+    let unparamed: Vec<&str> = raw_path
+        .split('/')
+        .map(|seg| seg.split(';').next().unwrap_or(""))
+        .collect();
+    out.push(Cow::Owned(resolve(&decode_lenient_once(
+        unparamed.join("/").as_bytes(),
+    ))));
+    out
+}
+
+/// Normalizes decoded path bytes: `\` as `/`, `;params` dropped, empty and `.` segments
+/// removed, `..` pops.
+fn resolve(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes).replace('\\', "/");
     let mut segments: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for raw_seg in text.split('/') {
@@ -104,7 +146,7 @@ pub fn protection_path(raw_path: &str) -> Cow<'_, str> {
     if trailing_slash || segments.is_empty() {
         out.push('/');
     }
-    Cow::Owned(out)
+    out
 }
 
 /// True when `path` is already in normal form: starts with `/`, nothing to decode or drop, no
@@ -420,6 +462,30 @@ mod tests {
             assert_eq!(protection_path(raw), want, "{raw:?}");
         }
         assert!(matches!(protection_path("/rest/api/2"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn protection_paths_has_every_resolution() {
+        let all = |raw: &str| -> Vec<String> {
+            protection_paths(raw)
+                .into_iter()
+                .map(Cow::into_owned)
+                .collect()
+        };
+        // Tomcat decodes once: `%2e%2e` stays a name under /rest/; twice it pops /rest.
+        let p = all("/rest/%25%32%65%25%32%65/api/2/issue/ABC-1");
+        assert!(
+            p.contains(&"/rest/%2e%2e/api/2/issue/ABC-1".to_string()),
+            "{p:?}"
+        );
+        assert!(p.contains(&"/api/2/issue/ABC-1".to_string()), "{p:?}");
+        let p = all("/x/%252e%252e/rest/api");
+        assert!(p.contains(&"/rest/api".to_string()), "{p:?}");
+        // params dropped before decoding (Tomcat's order) and after
+        let p = all("/rest%3bx/api");
+        assert!(p.contains(&"/rest/api".to_string()), "{p:?}");
+        assert!(p.contains(&"/rest%3bx/api".to_string()), "{p:?}");
+        assert_eq!(all("/rest/api/2"), vec!["/rest/api/2".to_string()]);
     }
 
     #[test]

@@ -175,10 +175,12 @@ impl Config {
     }
 
     /// Whether `decoded_path` falls under `protected_paths`.
+    /// A resolved path falls under a protected prefix, or is the prefix without its final
+    /// `/` (Tomcat dispatches `/rest` to the `/rest/*` servlet too).
     pub fn is_protected(&self, path: &str) -> bool {
-        self.protected_paths
-            .iter()
-            .any(|p| path.starts_with(p.as_str()))
+        self.protected_paths.iter().any(|p| {
+            path.starts_with(p.as_str()) || (p.len() > 1 && p.strip_suffix('/') == Some(path))
+        })
     }
 }
 

@@ -135,7 +135,7 @@ pub fn explain(config: &Config, req: &Request, now_ms: i64) -> Outcome2 {
     match &decision {
         Decision::Pass => {
             token_index = None;
-            let why = if !config.is_protected(&canonical::protection_path(raw_path)) {
+            let why = if !policy::is_protected(config, &req.target) {
                 format!(
                     "the path is not under protected_paths ({})",
                     config.protected_paths.join(", ")
@@ -240,6 +240,7 @@ pub fn explain(config: &Config, req: &Request, now_ms: i64) -> Outcome2 {
                 method: &req.method,
                 path: &path,
                 query,
+                form_body: policy::form_body(&t.restrictions, &Headers(req)),
             };
             Some(t.restrictions.explain(&view, req.body.as_deref()))
         });

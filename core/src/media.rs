@@ -47,6 +47,25 @@ pub fn check_content_type(value: Option<&[u8]>) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// True when `value` (a Content-Type as Envoy hands it over) names a form body, whose
+/// parameters an app server merges with the query's: Tomcat's `getParameterValues` reads an
+/// `application/x-www-form-urlencoded` body (and `multipart/form-data` parts where the app
+/// enables it). Compared case-insensitively, every comma-joined value, and a value that is not
+/// UTF-8 counts as a form: the filter cannot tell what the app will make of it.
+pub fn is_form(value: Option<&[u8]>) -> bool {
+    let Some(raw) = value else {
+        return false;
+    };
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return true;
+    };
+    text.split(',').any(|v| {
+        let media = ows(v.split(';').next().unwrap_or(""));
+        media.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            || media.eq_ignore_ascii_case("multipart/form-data")
+    })
+}
+
 /// `Ok` when there is no Content-Encoding or it is `identity`.
 pub fn check_content_encoding(value: Option<&[u8]>) -> Result<(), &'static str> {
     match value {
@@ -126,6 +145,29 @@ mod tests {
             "x",
         ] {
             assert!(check_content_encoding(Some(v.as_bytes())).is_err(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn form_bodies() {
+        assert!(!is_form(None));
+        assert!(is_form(Some(b"\xff")));
+        for v in [
+            "application/x-www-form-urlencoded",
+            "Application/X-WWW-Form-Urlencoded;charset=UTF-8",
+            " application/x-www-form-urlencoded ; charset=utf-8",
+            "multipart/form-data; boundary=x",
+            "application/json, application/x-www-form-urlencoded",
+        ] {
+            assert!(is_form(Some(v.as_bytes())), "{v:?}");
+        }
+        for v in [
+            "application/json",
+            "text/plain",
+            "application/x-www-form-urlencodedx",
+            "",
+        ] {
+            assert!(!is_form(Some(v.as_bytes())), "{v:?}");
         }
     }
 }

@@ -64,6 +64,11 @@ pub struct RequestView<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub query: Query<'a>,
+    /// The request carries a form body (`application/x-www-form-urlencoded` or
+    /// `multipart/form-data`, see [`crate::media::is_form`]): the app's parameter API
+    /// (Tomcat's `getParameterValues`) reads parameters from it that the query does not show,
+    /// so no QueryParam condition can hold.
+    pub form_body: bool,
 }
 
 /// The verdict from method, path and query alone.
@@ -166,6 +171,7 @@ enum HeadFail<'r> {
     Path,
     QueryMissing(usize),
     QueryValue(usize, Cow<'r, str>),
+    FormBody,
 }
 
 /// True when the percent/plus-decoded form of `raw` equals `want`, without allocating.
@@ -208,6 +214,9 @@ impl Line {
         }
         if !req.path.as_bytes().starts_with(&self.url_prefix) || !self.url.is_match(req.path) {
             return Err(HeadFail::Path);
+        }
+        if req.form_body && !self.query.is_empty() {
+            return Err(HeadFail::FormBody);
         }
         for (ci, cond) in self.query.iter().enumerate() {
             let mut present = false;
@@ -293,6 +302,11 @@ impl Restrictions {
         })
     }
 
+    /// True when some line has a QueryParam condition (a form body matters).
+    pub fn has_query_lines(&self) -> bool {
+        self.lines.iter().any(|l| !l.query.is_empty())
+    }
+
     /// True when some line has a JsonData condition (the filter may need to buffer).
     pub fn has_json_lines(&self) -> bool {
         self.lines.iter().any(|l| !l.json.is_empty())
@@ -372,6 +386,7 @@ impl Restrictions {
                         .unwrap_or_default(),
                     value: v.into_owned(),
                 }),
+                Err(HeadFail::FormBody) => Outcome::Failed(Failure::FormBody),
                 Ok(()) if line.json.is_empty() => Outcome::Matched,
                 Ok(()) => match &parsed {
                     None => Outcome::Failed(Failure::BodyNeeded),
@@ -470,6 +485,8 @@ pub enum Failure {
         name: String,
         value: String,
     },
+    /// The line has QueryParam conditions and the request carries a form body.
+    FormBody,
     /// The line has JsonData conditions and no body was given.
     BodyNeeded,
     BodyNotJson {
@@ -503,6 +520,10 @@ impl fmt::Display for Failure {
                     "query parameter `{name}`: value `{value}` does not match"
                 )
             }
+            Failure::FormBody => write!(
+                f,
+                "query parameter conditions cannot hold with a form body (the app reads its parameters too)"
+            ),
             Failure::BodyNeeded => {
                 write!(f, "needs the request body (JsonData) and none was given")
             }
@@ -820,6 +841,7 @@ mod tests {
             method,
             path,
             query: Query::parse(q).unwrap(),
+            form_body: false,
         }
     }
 
@@ -952,6 +974,37 @@ mod tests {
         );
         assert_eq!(t("?dateFrom=2018-01-01"), H::Deny);
         assert_eq!(t("?dateFrom=2018-01-01&dateTo=2019-12-01"), H::Deny);
+    }
+
+    #[test]
+    fn query_conditions_never_hold_with_a_form_body() {
+        // Tomcat's getParameterValues merges a form body's parameters with the query's
+        // (tests/tomcat/ found `?permissions=true` + body `permissions=false` allowed).
+        let rs = r(&[
+            ".*/rest/extender/1.0/filter/user/.*[QueryParam::permissions==true]",
+            "[post]/rest/api/2/issue/JRA-1/attachments",
+        ]);
+        let form = |method, target| {
+            let mut v = req(method, target);
+            v.form_body = true;
+            rs.evaluate_head(&v)
+        };
+        let q = "/rest/extender/1.0/filter/user/bob?permissions=true";
+        assert_eq!(head(&rs, "POST", q), H::Allow(Some(1)));
+        assert_eq!(form("POST", q), H::Deny);
+        assert_eq!(form("GET", q), H::Deny);
+        // a line without QueryParam conditions is not concerned
+        assert_eq!(
+            form("POST", "/rest/api/2/issue/JRA-1/attachments"),
+            H::Allow(Some(2))
+        );
+        let mut v = req("POST", q);
+        v.form_body = true;
+        let ex = rs.explain(&v, None);
+        assert!(
+            matches!(ex.lines[0].outcome, Outcome::Failed(Failure::FormBody)),
+            "{ex:?}"
+        );
     }
 
     #[test]

@@ -265,6 +265,21 @@ def test_query_with_malformed_percent_encoding_is_400(env, demo):
         refused(r, env, demo, 400, before=before)
 
 
+@pytest.mark.parametrize("content_type,expect", [
+    ("application/x-www-form-urlencoded", 403),
+    ("Application/X-WWW-Form-Urlencoded; charset=UTF-8", 403),
+    ("multipart/form-data; boundary=b", 403),
+    ("text/plain", 200),
+])
+def test_form_body_cannot_pass_a_query_param_line(env, demo, content_type, expect):
+    """Tomcat's getParameterValues merges a form body's parameters with the query's: with
+    `?permissions=true` and a body `permissions=false` the app reads both (found by the
+    differential tests against Tomcat, tests/tomcat/). A QueryParam line never matches a
+    request with a form body."""
+    check(env, demo, "filters", "POST", "/rest/extender/1.0/filter/user/admin?permissions=true", expect,
+          body="permissions=false", content_type=content_type)
+
+
 # --------------------------------------------------------------------------- methods
 
 
