@@ -8,7 +8,7 @@ export ENVOY_BIN
 
 .PHONY: all wasm venv run test unit integration lint fmt bench fuzz clean tokenctl \
 	deploy-tools hot-reload-config image compose-up compose-down compose-test \
-	tomcat-deps tomcat-test fuzz-tomcat
+	tomcat-deps tomcat-test fuzz-tomcat server service-tools service-test
 
 all: wasm
 
@@ -50,7 +50,19 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: lint unit integration tomcat-test
+test: lint unit integration tomcat-test service-test
+
+# ---- the token service (server/, tests/service/): tokengate-server on SQLite and PostgreSQL,
+# real Envoys subscribed by ECDS.
+SERVER_BIN := target/debug/tokengate-server
+server:
+	cargo build -p tokengate-server
+
+service-tools:
+	@scripts/ensure-service-tools.sh
+
+service-test: venv wasm server service-tools
+	$(PY) -m pytest -q tests/service
 
 # ---- the real app server (tests/tomcat/): Tomcat 10 + Jackson behind Envoy + tokengate.
 # Debian's tomcat10, default-jdk-headless and libjackson2-databind-java, installed when missing.
