@@ -235,7 +235,11 @@ mod tests {
         assert_eq!(r.token_id.as_deref(), Some("ci"));
         assert_eq!(r.query, vec!["expand".to_string()]);
         assert_eq!((r.allowed, r.rule, r.status), (true, Some(2), Some(200)));
-        assert_eq!(r.to_line(), l.trim_end(), "the same bytes, field order included");
+        assert_eq!(
+            r.to_line(),
+            l.trim_end(),
+            "the same bytes, field order included"
+        );
     }
 
     #[test]

@@ -317,6 +317,12 @@ def test_env_variables_configure_the_server(tmp_path, started):
             proc.wait(10)
             log.close()
     started(P())
-    service.wait_for(lambda: srv.api("GET", "/healthz", key=None).status == 200 if proc.poll() is None else
-                     pytest.fail(open(tmp_path / "env.log").read()), 10, what="healthz")
+    def up():
+        if proc.poll() is not None:
+            pytest.fail(open(tmp_path / "env.log").read())
+        try:
+            return srv.api("GET", "/healthz", key=None).status == 200
+        except OSError:
+            return False
+    service.wait_for(up, 10, what="healthz")
     assert os.path.exists(tmp_path / "env.db")

@@ -6,6 +6,7 @@
 
 mod check;
 mod entry;
+mod import;
 mod source;
 mod yaml;
 
@@ -99,6 +100,29 @@ Examples:
   tokenctl snippet --url https://jira.example.com/rest/api/2/myself --user alice < token.txt
   tokenctl snippet --url https://jira.example.com/rest/api/2/myself --bearer < token.txt")]
     Snippet(SnippetArgs),
+    /// Move tokens over from the original app: its token API's JSON list (label, user, token,
+    /// limitTo, ip, validUntil), imported into the token service, or printed as config entries.
+    #[command(after_help = "\
+Examples:
+  TOKENGATE_ADMIN_KEY=tga_... tokenctl import tokens.json --server http://127.0.0.1:8080
+  tokenctl import tokens.json > entries.json      # plugin-config entries (sha256 only)
+
+Scripts keep their secrets: the service stores only each token's SHA-256 digest. The
+plaintext is never printed. Exit status: 0 all imported (or already there), 1 some failed,
+2 the file cannot be read.")]
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The JSON list (`-` for standard input).
+    file: String,
+    /// tokengate-server base URL; without it, the entries are printed for a plugin config.
+    #[arg(long)]
+    server: Option<String>,
+    /// Environment variable holding an admin API key (tga_…).
+    #[arg(long, default_value = "TOKENGATE_ADMIN_KEY")]
+    key_env: String,
 }
 
 #[derive(clap::Args)]
@@ -207,6 +231,7 @@ fn main() -> ExitCode {
         },
         Command::Explain(a) => cmd_explain(&a),
         Command::Snippet(a) => cmd_snippet(&a),
+        Command::Import(a) => cmd_import(&a),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
@@ -632,6 +657,91 @@ fn cmd_explain(a: &ExplainArgs) -> i32 {
         print!("{}", out.text);
     }
     i32::from(out.denied)
+}
+
+fn cmd_import(a: &ImportArgs) -> i32 {
+    let text = if a.file == "-" {
+        let mut t = String::new();
+        match std::io::Read::read_to_string(&mut std::io::stdin(), &mut t) {
+            Ok(_) => t,
+            Err(e) => return fail(&format!("cannot read standard input: {e}")),
+        }
+    } else {
+        match std::fs::read_to_string(&a.file) {
+            Ok(t) => t,
+            Err(e) => return fail(&format!("cannot read {}: {e}", a.file)),
+        }
+    };
+    let doc: Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            return fail(&format!(
+                "{}:{}:{}: not JSON: {e}",
+                a.file,
+                e.line(),
+                e.column()
+            ))
+        }
+    };
+    let entries = match import::convert(&doc) {
+        Ok(e) => e,
+        Err(e) => return fail(&format!("{}: {e}", a.file)),
+    };
+    let Some(server) = &a.server else {
+        let list: Vec<Value> = entries.iter().map(import::config_entry).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "tokens": list })).unwrap_or_default()
+        );
+        return 0;
+    };
+    let key = match std::env::var(&a.key_env) {
+        Ok(k) if !k.is_empty() => k,
+        _ => {
+            return fail(&format!(
+                "set ${} to an admin API key (tokengate-server admin key NAME)",
+                a.key_env
+            ))
+        }
+    };
+    let url = format!("{}/api/v1/tokens", server.trim_end_matches('/'));
+    let agent = ureq::Agent::new_with_config(
+        ureq::config::Config::builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(30)))
+            .build(),
+    );
+    let mut failed = 0;
+    for e in &entries {
+        let id = e.request.get("id").and_then(Value::as_str).unwrap_or("?");
+        let res = agent
+            .post(&url)
+            .header("Authorization", &format!("Bearer {key}"))
+            .header("Content-Type", "application/json")
+            .send(e.request.to_string().as_bytes());
+        match res {
+            Ok(mut r) => {
+                let status = r.status().as_u16();
+                let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+                let msg = body.get("error").and_then(Value::as_str).unwrap_or("");
+                match status {
+                    201 => println!("imported {id}"),
+                    409 => println!("exists   {id} ({msg})"),
+                    _ => {
+                        failed += 1;
+                        let field = body
+                            .get("field")
+                            .and_then(Value::as_str)
+                            .map(|f| format!(" [{f}]"))
+                            .unwrap_or_default();
+                        eprintln!("tokenctl: {id}: {status}{field}: {msg}");
+                    }
+                }
+            }
+            Err(err) => return fail(&format!("{url}: {err}")),
+        }
+    }
+    i32::from(failed > 0)
 }
 
 #[cfg(test)]
