@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use tokengate_core::{digest, time};
 
 /// One entry, converted; `secret` is the plaintext to import.
+#[derive(Debug)]
 pub struct Entry {
     pub request: Value,
     pub secret: String,
