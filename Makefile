@@ -133,6 +133,14 @@ bench: venv wasm $(EMPTY_WASM)
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
 	fi
 	$(PY) scripts/bench.py
+	$(MAKE) bench-service
+
+# The token service and the audit store (scripts/bench-service.py): API create rate, 100,000-token
+# push, revoke-to-effect, service RSS; audit ingest and query latency on SQLite and PostgreSQL.
+.PHONY: bench-service
+bench-service: venv wasm service-tools
+	cargo build --profile server -p tokengate-server
+	TOKENGATE_SERVER_BIN=target/server/tokengate-server $(PY) scripts/bench-service.py
 
 # Where tokengate's own wasm code spends its time: Node's CPU profiler on bench/wasm-host/host.mjs,
 # top functions by self and inclusive time. PROFILE_CASE: bearer (default), basic10, json, 100k.

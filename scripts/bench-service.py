@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""`make bench` (second part) / `make bench-service`: the token service and the audit store.
+
+Token service (SQLite; SPEC §15):
+1. API create rate: BENCH_API_TOKENS (1,000) tokens created one by one through POST /api/v1/tokens.
+2. Scale: the store filled to BENCH_TOKENS (100,000) tokens (the rest written straight into the
+   database, then one generation bump), an Envoy subscribed by ECDS: time from Envoy start to the
+   whole set enforced, the configuration's size, the service's RSS.
+3. Revoke-to-effect at that scale: BENCH_REVOKES (10) revokes, each timed from the API call to
+   Envoy answering 401 "token revoked"; and request latency (p50/p99) on a second token while
+   those pushes happen, against the same client loop with no push.
+
+Audit store (SQLite and PostgreSQL; SPEC §16):
+4. Ingest: BENCH_AUDIT_LINES (10,000,000) lines in batches of 500 through POST /audit, four
+   client threads: lines/s, database bytes per million lines.
+5. Queries on that store: token + one-day range, user + decision; BENCH_QUERIES (200) each,
+   p50/p99 (ms).
+
+Prints a table and writes BENCHMARKS-service.md (BENCH_SERVICE_OUT). BENCH_SKIP_PG=1 skips the
+PostgreSQL run, BENCH_SKIP_TOKENS=1 / BENCH_SKIP_AUDIT=1 skip a half. Every process it starts is
+stopped by pid, also on failure.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "service"))
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+
+import harness  # noqa: E402
+import service  # noqa: E402
+from service import Postgres, Server, service_envoy, wait_for  # noqa: E402
+
+OUT = os.environ.get("BENCH_SERVICE_OUT") or os.path.join(REPO, "BENCHMARKS-service.md")
+N_API = int(os.environ.get("BENCH_API_TOKENS", "1000"))
+N_TOKENS = int(os.environ.get("BENCH_TOKENS", "100000"))
+N_REVOKES = int(os.environ.get("BENCH_REVOKES", "10"))
+N_LINES = int(os.environ.get("BENCH_AUDIT_LINES", "10000000"))
+N_QUERIES = int(os.environ.get("BENCH_QUERIES", "200"))
+BATCH = 500
+
+
+def log(msg):
+    print(f"bench-service: {msg}", file=sys.stderr, flush=True)
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def metric(server, name):
+    text = server.api("GET", "/metrics", key=None).body.decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def bench_tokens(work: str, demo) -> dict:
+    db_path = os.path.join(work, "tokens.db")
+    srv = Server(os.path.join(work, "tokens"), f"sqlite://{db_path}")
+    srv.start()
+    env = None
+    try:
+        srv.ok("PUT", "/api/v1/settings", {"auth_methods": "both"})
+        t0 = time.monotonic()
+        for i in range(N_API):
+            srv.create(name=f"api {i}", id=f"api-{i:06d}", user=f"u{i % 500}",
+                       limit_to=["[get]/rest/api/2/issue/JRA-.*"])
+        api_s = time.monotonic() - t0
+        log(f"API: {N_API} tokens in {api_s:.1f} s")
+        # The rest straight into the database, as a bulk import would: one generation bump.
+        secrets = {}
+        con = sqlite3.connect(db_path, timeout=30)
+        now = int(time.time() * 1000)
+        rows = []
+        for i in range(N_API, N_TOKENS):
+            s = f"tg_bench{i:032d}xx"
+            if i in (N_API, N_API + 1) or i >= N_TOKENS - N_REVOKES:
+                secrets[f"bulk-{i:06d}"] = s
+            rows.append((f"bulk-{i:06d}", f"bulk {i}", f"u{i % 500}", hashlib.sha256(s.encode()).hexdigest(), now,
+                         "bench", None, None, None, "[]", "[]", '["[get]/rest/api/2/issue/JRA-.*"]'))
+        con.executemany("INSERT INTO tokens (id, name, user_name, sha256, created_at, created_by, expires_at, "
+                        "revoked_at, revoked_by, ips, run_as, limit_to) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        con.execute("UPDATE config_state SET generation = generation + 1 WHERE id = 1")
+        con.commit()
+        con.close()
+        wait_for(lambda: (metric(srv, "tokengate_server_config_tokens") or 0) >= N_TOKENS, 60, 0.2,
+                 "the service built the 100,000-token configuration")
+        size = metric(srv, "tokengate_server_config_bytes")
+        rss = rss_mib(srv.proc.pid)
+        first = secrets[f"bulk-{N_API:06d}"]
+        env = service_envoy(os.path.join(work, "envoy"), demo.upstream.port, srv, node_id="bench-envoy")
+        t0 = time.monotonic()
+        env.start(timeout=120)
+
+        def ok(secret, path="/rest/api/2/issue/JRA-1"):
+            return env.request("GET", path, headers={"Authorization": f"Bearer {secret}"}).status
+
+        wait_for(lambda: ok(first) == 200, 120, 0.05, "the 100,000-token set enforced")
+        load_s = time.monotonic() - t0
+        log(f"Envoy start -> 100,000 tokens enforced in {load_s:.2f} s; config {size / 1e6:.1f} MB; RSS {rss:.0f} MiB")
+        # Latency on a steady token with and without pushes.
+        steady = secrets[f"bulk-{N_API + 1:06d}"]
+
+        def loop(seconds):
+            lat, end = [], time.monotonic() + seconds
+            while time.monotonic() < end:
+                t = time.monotonic()
+                assert ok(steady) == 200
+                lat.append((time.monotonic() - t) * 1000)
+            return lat
+
+        quiet = loop(5)
+        during, effects = [], []
+        stop = threading.Event()
+
+        def background():
+            while not stop.is_set():
+                t = time.monotonic()
+                if ok(steady) != 200:
+                    during.append(float("inf"))
+                else:
+                    during.append((time.monotonic() - t) * 1000)
+
+        th = threading.Thread(target=background, daemon=True)
+        th.start()
+        for i in range(N_REVOKES):
+            tid = f"bulk-{N_TOKENS - 1 - i:06d}"
+            s = secrets[tid]
+            t = time.monotonic()
+            srv.ok("POST", f"/api/v1/tokens/{tid}/revoke")
+            wait_for(lambda: ok(s) == 401, 30, 0.005, f"revoke of {tid} in effect")
+            effects.append(time.monotonic() - t)
+            time.sleep(0.5)
+        stop.set()
+        th.join(10)
+        rss_after = rss_mib(srv.proc.pid)
+        return {
+            "api_rate": N_API / api_s, "api_s": api_s, "size": size, "rss": max(rss, rss_after),
+            "load_s": load_s, "effects": effects, "quiet": quiet, "during": during,
+        }
+    finally:
+        if env is not None:
+            env.stop()
+        srv.stop()
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def batches(n_lines, seed=1):
+    """NDJSON batch bodies: 1,000 tokens, 500 users, 30 days, 10% refused."""
+    rnd = random.Random(seed)
+    start = int(time.time() * 1000) - 30 * 86_400_000
+    step = (30 * 86_400_000) // max(n_lines, 1)
+    reasons = ["restricted", "unknown_token", "ip", "expired"]
+    body = []
+    for i in range(n_lines):
+        tok = rnd.randrange(1000)
+        allowed = rnd.random() >= 0.1
+        ts = datetime.datetime.fromtimestamp((start + i * step) / 1000, datetime.timezone.utc)
+        line = ('{"ts":"%s.%03dZ","request_id":"%08x-bench-%d","token_id":"tok-%d","token_name":"Token %d",'
+                '"user":"user%d","acting_as":%s,"client_ip":"10.%d.%d.%d","method":"GET",'
+                '"path":"/rest/api/2/issue/JRA-%d","query":["expand"],"decision":"%s","reason":"%s","rule":%s,'
+                '"status":%d,"duration_ms":%d}\n') % (
+            ts.strftime("%Y-%m-%dT%H:%M:%S"), ts.microsecond // 1000, i, seed, tok, tok, tok % 500,
+            f'"user{tok % 500}"' if allowed else "null", tok % 256, (i >> 8) % 256, i % 256, i % 9000,
+            "allow" if allowed else "deny", "ok" if allowed else reasons[i % 4], "1" if allowed else "null",
+            200 if allowed else 403, rnd.randrange(5))
+        body.append(line)
+        if len(body) == BATCH:
+            yield "".join(body)
+            body = []
+    if body:
+        yield "".join(body)
+
+
+def db_bytes(db_url, pg, path):
+    if db_url.startswith("sqlite://"):
+        return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+    return int(pg.sql(db_url.rsplit("/", 1)[1], "SELECT pg_database_size(current_database())").strip())
+
+
+def bench_audit(work: str, db_url: str, label: str, pg=None, path: str | None = None) -> dict:
+    srv = Server(os.path.join(work, label), db_url)
+    srv.start()
+    try:
+        cred = json.loads(srv.cli("export", "--format", "json").stdout)["audit"]["authorization"]
+        gen = batches(N_LINES)
+        lock = threading.Lock()
+        errors = []
+
+        def worker(k):
+            while True:
+                with lock:
+                    try:
+                        body = next(gen)
+                    except StopIteration:
+                        return
+                req = urllib.request.Request(srv.base + "/audit", data=body.encode(), method="POST", headers={
+                    "Authorization": cred, "Content-Type": "application/x-ndjson",
+                    "x-tokengate-batch": hashlib.sha256(body.encode()).hexdigest()[:32]})
+                try:
+                    with urllib.request.urlopen(req, timeout=120) as r:
+                        if r.status != 200:
+                            errors.append(r.status)
+                except Exception as e:  # noqa: BLE001
+                    errors.append(str(e))
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        last = t0
+        while any(t.is_alive() for t in threads):
+            time.sleep(5)
+            if time.monotonic() - last > 60:
+                log(f"{label}: ingest running, {time.monotonic() - t0:.0f} s")
+                last = time.monotonic()
+        for t in threads:
+            t.join()
+        ingest_s = time.monotonic() - t0
+        if errors:
+            raise RuntimeError(f"{label}: {len(errors)} batch(es) failed: {errors[:3]}")
+        size = db_bytes(db_url, pg, path)
+        log(f"{label}: {N_LINES:,} lines in {ingest_s:.0f} s ({N_LINES / ingest_s:,.0f} lines/s), {size / 1e6:.0f} MB")
+        rnd = random.Random(7)
+        day = 86_400_000
+        start = int(time.time() * 1000) - 30 * day
+
+        def iso(ms):
+            return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def timed(path):
+            t = time.monotonic()
+            r = srv.api("GET", path)
+            assert r.status == 200, r
+            return (time.monotonic() - t) * 1000, len(r.json()["lines"])
+
+        tok_lat, usr_lat, tok_n, usr_n = [], [], [], []
+        for _ in range(N_QUERIES):
+            a = start + rnd.randrange(29) * day
+            ms, n = timed(f"/api/v1/audit?token=tok-{rnd.randrange(1000)}&from={iso(a)}&to={iso(a + day)}&limit=100")
+            tok_lat.append(ms)
+            tok_n.append(n)
+            ms, n = timed(f"/api/v1/audit?user=user{rnd.randrange(500)}&decision=deny&limit=100")
+            usr_lat.append(ms)
+            usr_n.append(n)
+        return {"label": label, "lines": N_LINES, "ingest_s": ingest_s, "rate": N_LINES / ingest_s, "bytes": size,
+                "tok": tok_lat, "usr": usr_lat, "tok_n": statistics.median(tok_n), "usr_n": statistics.median(usr_n)}
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report(tk, audits) -> str:
+    L = ["# tokengate-server benchmarks", "",
+         f"`make bench` (scripts/bench-service.py), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+         f"{platform.node()}, {os.cpu_count()} cores. Debug build of tokengate-server (what `make test` builds).", ""]
+    if tk:
+        e = sorted(tk["effects"])
+        L += ["## Token service (SQLite)", "",
+              "| measure | value |", "|---|---|",
+              f"| API create rate ({N_API} tokens, one client) | {tk['api_rate']:.0f} tokens/s |",
+              f"| pushed configuration at {N_TOKENS:,} tokens | {tk['size'] / 1e6:.1f} MB |",
+              f"| Envoy start → {N_TOKENS:,} tokens enforced | {tk['load_s']:.2f} s |",
+              f"| revoke → 401 through Envoy at {N_TOKENS:,} tokens ({len(e)}×) | median {statistics.median(e) * 1000:.0f} ms, "
+              f"max {max(e) * 1000:.0f} ms |",
+              f"| request latency, no push (p50 / p99) | {pct(tk['quiet'], 50):.2f} / {pct(tk['quiet'], 99):.2f} ms |",
+              f"| request latency during pushes (p50 / p99) | {pct(tk['during'], 50):.2f} / {pct(tk['during'], 99):.2f} ms |",
+              f"| service RSS with {N_TOKENS:,} tokens | {tk['rss']:.0f} MiB |", ""]
+    if audits:
+        L += ["## Audit store", "", f"{N_LINES:,} lines (1,000 tokens, 500 users, 30 days, 10% refused), batches of {BATCH}, "
+              "four client threads; queries with `limit=100`.", "",
+              "| store | ingest | bytes per stored line (= MB per million) | token + 1 day (p50 / p99) | user + deny (p50 / p99) |",
+              "|---|---|---|---|---|"]
+        for a in audits:
+            L.append(f"| {a['label']} | {a['rate']:,.0f} lines/s ({a['ingest_s']:.0f} s) | {a['bytes'] / N_LINES:.0f} | "
+                     f"{pct(a['tok'], 50):.1f} / {pct(a['tok'], 99):.1f} ms "
+                     f"({a['tok_n']:.0f} lines) | {pct(a['usr'], 50):.1f} / {pct(a['usr'], 99):.1f} ms ({a['usr_n']:.0f} lines) |")
+        L.append("")
+    return "\n".join(L)
+
+
+def main() -> int:
+    service.require_server()
+    harness.require_artifacts()
+    work = tempfile.mkdtemp(prefix="tokengate-bench-service-")
+    demo = harness.demo_server.DemoServers(upstream_port=0, audit_port=0).start()
+    pg = None
+    try:
+        tk = None if os.environ.get("BENCH_SKIP_TOKENS") else bench_tokens(work, demo)
+        audits = []
+        if not os.environ.get("BENCH_SKIP_AUDIT"):
+            path = os.path.join(work, "audit.db")
+            audits.append(bench_audit(work, f"sqlite://{path}", "SQLite", path=path))
+            if not os.environ.get("BENCH_SKIP_PG"):
+                pg = Postgres().start()
+                url = pg.create_db("tg_bench")
+                audits.append(bench_audit(work, url, "PostgreSQL", pg=pg))
+        text = report(tk, audits)
+        print(text)
+        with open(OUT, "w") as f:
+            f.write(text + "\n")
+        return 0
+    finally:
+        demo.stop()
+        if pg is not None:
+            pg.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
