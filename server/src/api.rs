@@ -151,6 +151,7 @@ pub fn routes() -> Router<Arc<App>> {
             get(get_token).patch(patch_token).delete(delete_token),
         )
         .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
+        .route("/api/v1/tokens/{id}/suggest", get(suggest_lines))
         .route("/api/v1/settings", get(get_settings).put(put_settings))
         .route("/api/v1/config", get(get_config))
         .route("/api/v1/fleet", get(get_fleet))
@@ -691,6 +692,43 @@ async fn delete_token(
     app.publisher.changed();
     app.metrics.changes.fetch_add(1, Ordering::Relaxed);
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+struct SuggestParams {
+    days: Option<String>,
+}
+
+/// `GET /api/v1/tokens/{id}/suggest?days=30`: lines that cover every allowed call of the token
+/// in the window, as narrow as the calls allow (SPEC §19).
+async fn suggest_lines(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Query(p): Query<SuggestParams>,
+) -> ApiResult<Json<Value>> {
+    let days = match p.days.as_deref().filter(|d| !d.is_empty()) {
+        None => 30,
+        Some(d) => match d.parse::<i64>() {
+            Ok(n) if (1..=366).contains(&n) => n,
+            _ => return Err(ApiError::bad("days", "`days` must be 1 to 366")),
+        },
+    };
+    app.store.token(&id).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
+        o => o.into(),
+    })?;
+    let calls = app.store.call_counts(&id, now_ms() - days * DAY_MS).await?;
+    let lines = crate::suggest::suggest(&calls);
+    Ok(Json(json!({
+        "token": id,
+        "days": days,
+        "calls": calls.iter().map(|c| c.2).sum::<i64>(),
+        "distinct_calls": calls.len(),
+        "lines": lines.iter().map(|l| json!({
+            "line": l.line, "methods": l.methods, "calls": l.calls, "examples": l.examples,
+        })).collect::<Vec<_>>(),
+    })))
 }
 
 // ---------------------------------------------------------------------------- settings, config, fleet

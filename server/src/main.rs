@@ -18,6 +18,7 @@ mod plugin;
 mod publish;
 mod secret;
 mod store;
+mod suggest;
 mod xds;
 
 use std::io::Read;

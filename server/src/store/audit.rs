@@ -258,6 +258,21 @@ impl Store {
             .collect()
     }
 
+    /// Allowed calls of one token since `from`, by (method, path): what `/suggest` reads.
+    pub async fn call_counts(&self, token: &str, from: i64) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT method, path, COUNT(*) AS n FROM audit_lines \
+             WHERE token_id = $1 AND ts >= $2 AND decision = 'allow' GROUP BY method, path",
+        )
+        .bind(token)
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("method")?, r.try_get("path")?, r.try_get("n")?)))
+            .collect()
+    }
+
     /// Retention: lines (and batch ids) older than `cutoff` go; usage totals stay.
     pub async fn delete_audit_before(&self, cutoff: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM audit_lines WHERE ts < $1")
