@@ -85,7 +85,9 @@ const ID_DIGITS: usize = 3;
 /// The patterns for a set of paths: paths of one shape (same segments once numbers are set
 /// aside) share a pattern; each number position becomes `[0-9]+` or stays literal.
 fn patterns<'a>(paths: impl Iterator<Item = &'a str>) -> BTreeMap<String, String> {
-    let mut shapes: BTreeMap<Vec<Option<String>>, Vec<(String, Vec<Seg>)>> = BTreeMap::new();
+    // Shape (fixed segments; None where a number stands) -> the paths of that shape.
+    type Shape = Vec<Option<String>>;
+    let mut shapes: BTreeMap<Shape, Vec<(String, Vec<Seg>)>> = BTreeMap::new();
     for p in paths {
         let segs = segments(p);
         let shape = segs
