@@ -14,6 +14,7 @@ mod audit;
 mod console;
 mod export;
 mod forward;
+mod notify;
 mod plugin;
 mod publish;
 mod secret;
@@ -94,6 +95,18 @@ struct ServeArgs {
     /// Most lines held for --audit-forward while the pipeline is away; beyond, the oldest go.
     #[arg(long, env = "TOKENGATE_AUDIT_FORWARD_QUEUE", default_value_t = 100_000)]
     audit_forward_queue: usize,
+    /// POST notices here (JSON: token.expiring, token.unused, token.revoked).
+    #[arg(long, env = "TOKENGATE_NOTIFY_URL")]
+    notify_url: Option<String>,
+    /// A token with no allowed call for this many days gets a token.unused notice.
+    #[arg(long, env = "TOKENGATE_UNUSED_NOTICE_DAYS", default_value_t = 90)]
+    unused_notice_days: u32,
+    /// Revoke tokens with no allowed call for this many days (off unless given).
+    #[arg(long, env = "TOKENGATE_REVOKE_UNUSED_AFTER_DAYS")]
+    revoke_unused_after_days: Option<u32>,
+    /// How often notices and auto-revoke are looked for, in seconds.
+    #[arg(long, env = "TOKENGATE_NOTIFY_SCAN_SECONDS", default_value_t = 60)]
+    notify_scan_seconds: u64,
     /// How often another instance's changes are looked for (PostgreSQL), in milliseconds.
     #[arg(long, env = "TOKENGATE_POLL_MS", default_value_t = 250)]
     poll_ms: u64,
@@ -157,6 +170,8 @@ pub struct App {
     /// The value audit batches must carry as `authorization` (never logged).
     pub audit_authorization: String,
     pub forwarder: Option<Arc<forward::Forwarder>>,
+    /// Wakes the notice sender when the scan queued something.
+    pub notify_wake: tokio::sync::Notify,
 }
 
 pub struct Opts {
@@ -396,7 +411,20 @@ async fn serve(store: Store, args: ServeArgs, db: &str) -> ExitCode {
         },
         audit_authorization,
         forwarder,
+        notify_wake: tokio::sync::Notify::new(),
     });
+    if args.notify_url.is_some() || args.revoke_unused_after_days.is_some() {
+        let settings = notify::Settings {
+            url: args.notify_url.clone(),
+            unused_days: i64::from(args.unused_notice_days.max(1)),
+            revoke_unused_after_days: args.revoke_unused_after_days.map(|d| i64::from(d.max(1))),
+            scan: Duration::from_secs(args.notify_scan_seconds.max(1)),
+        };
+        tokio::spawn(notify::scan(app.clone(), settings));
+        if let Some(url) = args.notify_url.clone() {
+            tokio::spawn(notify::send(app.clone(), url));
+        }
+    }
     let http = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => return fail(&format!("--listen {}: {e}", args.listen)),
@@ -405,7 +433,7 @@ async fn serve(store: Store, args: ServeArgs, db: &str) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&format!("--xds {}: {e}", args.xds)),
     };
-    let router = api::routes().with_state(app);
+    let router = api::routes().with_state(app.clone());
     let ecds = xds::Ecds::new(publisher.clone(), store.clone(), instance.clone(), metrics);
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -647,6 +647,55 @@ impl Store {
             .collect()
     }
 
+    // ------------------------------------------------------------------ notices
+
+    /// Queues a notice once per `dedupe` key; false when it was queued before.
+    pub async fn queue_notice(
+        &self,
+        dedupe: &str,
+        event: &str,
+        token: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO notices (dedupe, event, token_id, body, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (dedupe) DO NOTHING",
+        )
+        .bind(dedupe)
+        .bind(event)
+        .bind(token)
+        .bind(body)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The oldest notice not yet delivered, counting the attempt.
+    pub async fn next_notice(&self, _now: i64) -> Result<Option<(i64, String)>> {
+        let row =
+            sqlx::query("SELECT seq, body FROM notices WHERE sent_at IS NULL ORDER BY seq LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(r) = row else { return Ok(None) };
+        let seq: i64 = r.try_get("seq")?;
+        sqlx::query("UPDATE notices SET attempts = attempts + 1 WHERE seq = $1")
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(Some((seq, r.try_get("body")?)))
+    }
+
+    pub async fn notice_sent(&self, seq: i64, now: i64) -> Result<()> {
+        sqlx::query("UPDATE notices SET sent_at = $1 WHERE seq = $2")
+            .bind(now)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     // ------------------------------------------------------------------ fleet
 
     pub async fn node_connected(
