@@ -4,9 +4,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ENVOY_BIN ?= $(abspath $(VENV)/bin/envoy)
 WASM := dist/tokengate.wasm
+# The Envoy dynamic module (native/); the `native` profile is release with panic = "unwind".
+NATIVE_LIB := target/native/libtokengate_native.so
+# Integration suites that run against both builds (the rest test wasm-only tooling: ECDS hot
+# reload, deployment files, the harness's wasm config); test_native_abi.py runs in both passes.
+NATIVE_SUITES := tests/integration/test_auth.py tests/integration/test_restrictions.py \
+	tests/integration/test_canonical.py tests/integration/test_audit.py \
+	tests/integration/test_native_abi.py
 export ENVOY_BIN
 
-.PHONY: all wasm venv run test unit integration lint fmt bench fuzz clean tokenctl \
+.PHONY: all wasm native venv run test unit integration lint fmt bench fuzz clean tokenctl \
 	deploy-tools hot-reload-config image compose-up compose-down compose-test
 
 all: wasm
@@ -27,8 +34,20 @@ $(WASM): $(WASM_SOURCES)
 
 wasm: $(WASM)
 
+NATIVE_SOURCES := $(shell find native/src core/src -name '*.rs') Cargo.toml native/Cargo.toml core/Cargo.toml $(wildcard Cargo.lock)
+$(NATIVE_LIB): $(NATIVE_SOURCES)
+	cargo build --profile native -p tokengate-native
+
+native: $(NATIVE_LIB)
+
+# make run: the wasm build; make run NATIVE=1: the same demo with the native build.
+ifeq ($(NATIVE),1)
+run: venv native
+	TOKENGATE_BUILD=native $(PY) demo/run.py
+else
 run: venv wasm
 	$(PY) demo/run.py
+endif
 
 unit:
 	cargo test --workspace
@@ -37,8 +56,11 @@ unit:
 tokenctl:
 	cargo build -p tokenctl
 
-integration: venv wasm deploy-tools tokenctl
+# Both builds: every suite against the wasm filter, then the shared suites against the native
+# module (same configuration, same expectations).
+integration: venv wasm native deploy-tools tokenctl
 	$(PY) -m pytest -q tests/integration
+	TOKENGATE_BUILD=native $(PY) -m pytest -q $(NATIVE_SUITES)
 
 lint:
 	cargo fmt --all -- --check

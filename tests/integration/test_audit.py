@@ -406,6 +406,7 @@ def test_overflow_drops_oldest_and_counts_exactly(envoys, demo):
 # --------------------------------------------------------------------------- config update
 
 
+@pytest.mark.wasm_only
 def test_token_set_update_flushes_what_the_old_config_held(demo, tmp_path):
     """A new token set (ECDS) replaces the root context: the old one sends its queue on its
     way out, long before its own flush timer (60 s) would have."""
