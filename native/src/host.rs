@@ -14,6 +14,10 @@ pub fn log(level: u32, message: &str) {
     unsafe { abi::envoy_dynamic_module_callback_log(level, ModuleBuffer::of(message.as_bytes())) }
 }
 
+/// A host call Envoy answered with failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError;
+
 /// # Safety contract (upheld by `filter.rs`)
 /// `ptr` is the `filter_envoy_ptr` of the hook being run.
 #[derive(Clone, Copy)]
@@ -117,7 +121,7 @@ impl Filter {
     }
 
     /// Sets (replaces every value of) a request header. `Err` if Envoy refused.
-    pub fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), ()> {
+    pub fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
         // SAFETY: both buffers are alive for the call; Envoy copies them.
         let ok = unsafe {
             abi::envoy_dynamic_module_callback_http_set_header(
@@ -127,11 +131,11 @@ impl Filter {
                 ModuleBuffer::of(value),
             )
         };
-        ok.then_some(()).ok_or(())
+        ok.then_some(()).ok_or(HostError)
     }
 
     /// Removes a request header (a null value removes it, absent or not).
-    pub fn remove_request_header(&self, name: &str) -> Result<(), ()> {
+    pub fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
         // SAFETY: the key buffer is alive for the call; a null value means "remove".
         let ok = unsafe {
             abi::envoy_dynamic_module_callback_http_set_header(
@@ -141,7 +145,7 @@ impl Filter {
                 ModuleBuffer::null(),
             )
         };
-        ok.then_some(()).ok_or(())
+        ok.then_some(()).ok_or(HostError)
     }
 
     /// A local reply; Envoy adds content-length.
@@ -418,11 +422,10 @@ impl ConfigHost {
 
     pub fn scheduler_new(&self) -> Scheduler {
         // SAFETY: `self.ptr` is the live config; Envoy allocates the scheduler.
-        Scheduler {
-            ptr: unsafe {
-                abi::envoy_dynamic_module_callback_http_filter_config_scheduler_new(self.ptr)
-            },
-        }
+        let ptr = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_scheduler_new(self.ptr)
+        };
+        Scheduler { ptr }
     }
 }
 
