@@ -111,7 +111,7 @@ EMPTY_WASM := dist/bench/empty-filter.wasm
 $(EMPTY_WASM): bench/empty-filter/src/lib.rs bench/empty-filter/Cargo.toml scripts/build-wasm.sh
 	scripts/build-wasm.sh empty-filter $(EMPTY_WASM) bench/empty-filter/Cargo.toml
 
-bench: venv wasm $(EMPTY_WASM)
+bench: venv wasm native $(EMPTY_WASM)
 	@need=""; for t in hey wrk; do command -v $$t >/dev/null || need="$$need $$t"; done; \
 	command -v node >/dev/null || need="$$need nodejs"; \
 	if [ -n "$$need" ]; then \
