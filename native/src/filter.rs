@@ -3,8 +3,8 @@
 //! [`Compiled`] is built once per filter config on the main thread (`config_new`) and shared
 //! by `Arc` with every stream on every worker; a config update leaves in-flight requests on
 //! the set they started with. [`Stream`] is the small per-request object. Decisions come from
-//! [`tokengate_core::policy`], replies from [`tokengate_core::reply`], audit lines from
-//! [`tokengate_core::audit`], exactly as in the wasm shell (`src/filter.rs`).
+//! [`tokengate_core::policy`]; what they mean on the wire (reply, rewrite, filter state, audit
+//! line) from [`tokengate_core::flow`], which the wasm shell (`src/filter.rs`) applies too.
 //!
 //! Audit delivery (SPEC §11): streams finish their line in `on_stream_complete` and push it
 //! into the config's [`Queue`] (one per filter config, behind a mutex, shared by the workers).
@@ -17,11 +17,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokengate_core::audit::{self, Entry, PartialLine, Queue};
+use tokengate_core::audit::{self, PartialLine, Queue};
 use tokengate_core::config::{self, Config};
+use tokengate_core::flow::{self, HeaderOp, HeldLine, Reply, RequestLine};
 use tokengate_core::ip;
 use tokengate_core::policy::{self, Decision, Grant, Pending, Reason, Refusal, RequestHeaders};
-use tokengate_core::reply;
 
 use crate::abi;
 use crate::host::{self, ConfigHost, Filter, Headers, Scheduler};
@@ -379,17 +379,6 @@ impl Snapshot<'_> {
     }
 }
 
-/// What the audit line and the rewrite need of the request, copied while the headers are
-/// held (Envoy's buffers may move once a header is changed).
-struct ReqLine {
-    method: String,
-    target: String,
-    request_id: Option<String>,
-    client_ip: Option<std::net::IpAddr>,
-    cookie: bool,
-    run_as: bool,
-}
-
 /// What a hook tells Envoy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -404,18 +393,11 @@ pub enum Verdict {
 /// The per-stream object.
 pub struct Stream {
     cfg: Arc<Compiled>,
-    pending: Option<(Pending, ReqLine)>,
+    /// Set while the body of a request is buffered for a JsonData decision.
+    pending: Option<(Pending, HeldLine)>,
     start_ms: i64,
+    /// The audit line, begun when the filter decided; finished in `on_stream_complete`.
     line: Option<PartialLine>,
-}
-
-struct Line<'a> {
-    token: Option<usize>,
-    user: Option<&'a str>,
-    acting_as: Option<&'a str>,
-    allowed: bool,
-    reason: &'a str,
-    rule: Option<usize>,
 }
 
 impl Stream {
@@ -428,134 +410,42 @@ impl Stream {
         }
     }
 
-    fn begin_audit(&mut self, req: &ReqLine, v: &Line) {
-        let config = &self.cfg.config;
-        let token = v.token.and_then(|i| config.tokens.get(i));
-        let entry = Entry {
-            ts_ms: self.start_ms,
-            request_id: req.request_id.as_deref(),
-            token_id: token.map(|t| t.id.as_str()),
-            token_name: token.map(|t| t.name.as_str()),
-            user: v.user,
-            acting_as: v.acting_as,
-            client_ip: req.client_ip,
-            method: &req.method,
-            target: &req.target,
-            allowed: v.allowed,
-            reason: v.reason,
-            rule: v.rule,
-        };
-        self.line = Some(entry.begin());
-    }
-
-    /// Filter state for access logs (SPEC §12): keys `tokengate.token_id`, `tokengate.user`,
-    /// `tokengate.decision`, `tokengate.reason` (read with `%FILTER_STATE(tokengate.user:PLAIN)%`).
-    fn set_state(
-        &self,
-        f: &Filter,
-        token: Option<usize>,
-        user: Option<&str>,
-        decision: &str,
-        reason: Reason,
-    ) {
-        if let Some(t) = token.and_then(|i| self.cfg.config.tokens.get(i)) {
-            f.set_filter_state("tokengate.token_id", &t.id);
+    fn deny(&mut self, f: &Filter, refusal: &Refusal, req: &RequestLine) -> Verdict {
+        let cfg = self.cfg.clone();
+        let d = flow::deny(&cfg.config, refusal, req);
+        f.increment_counter(cfg.metrics.denied);
+        f.increment_counter(cfg.metrics.reason(d.reason));
+        for (k, v) in &d.state {
+            f.set_filter_state(k, v);
         }
-        if let Some(u) = user {
-            f.set_filter_state("tokengate.user", u);
-        }
-        f.set_filter_state("tokengate.decision", decision);
-        f.set_filter_state("tokengate.reason", reason.as_str());
-    }
-
-    fn deny(&mut self, f: &Filter, refusal: &Refusal, req: &ReqLine) -> Verdict {
-        self.begin_audit(
-            req,
-            &Line {
-                token: refusal.subject.token,
-                user: refusal.subject.user.as_deref(),
-                acting_as: None,
-                allowed: false,
-                reason: refusal.reason.as_str(),
-                rule: None,
-            },
-        );
-        f.increment_counter(self.cfg.metrics.denied);
-        f.increment_counter(self.cfg.metrics.reason(refusal.reason));
-        self.set_state(
-            f,
-            refusal.subject.token,
-            refusal.subject.user.as_deref(),
-            "deny",
-            refusal.reason,
-        );
-        let body = reply::error_body(&refusal.message);
-        let mut headers = vec![("content-type", reply::CONTENT_TYPE)];
-        if refusal.status == 401 {
-            for challenge in reply::challenges(self.cfg.config.auth_methods) {
-                headers.push(("www-authenticate", challenge));
-            }
-        }
-        f.send_response(u32::from(refusal.status), &headers, body.as_bytes());
+        self.line = Some(d.line);
+        reply(f, &d.reply);
         Verdict::Replied
     }
 
     /// Rewrites the identity for the upstream (SPEC §9); a failed change refuses with 500.
-    fn allow(&mut self, f: &Filter, grant: &Grant, req: &ReqLine) -> Verdict {
+    fn allow(&mut self, f: &Filter, grant: &Grant, req: &RequestLine) -> Verdict {
         let cfg = self.cfg.clone();
-        let id = &cfg.config.identity;
-        let upstream_auth = policy::upstream_authorization(&cfg.config, &grant.acting_as);
-        let credential = match upstream_auth {
-            Some(v) => f.set_request_header("authorization", v.as_bytes()),
-            None => f.remove_request_header("authorization"),
-        };
-        let rewritten = credential
-            .and_then(|()| {
-                if req.cookie {
-                    f.remove_request_header("cookie")
-                } else {
-                    Ok(())
-                }
-            })
-            .and_then(|()| {
-                if req.run_as {
-                    f.remove_request_header(&id.run_as_header)
-                } else {
-                    Ok(())
-                }
-            })
-            .and_then(|()| f.set_request_header(&id.header, grant.acting_as.as_bytes()));
+        let a = flow::allow(&cfg.config, grant, req);
+        let rewritten = a.rewrite.iter().try_for_each(|op| match op {
+            HeaderOp::Remove(name) => f.remove_request_header(name),
+            HeaderOp::Set(name, value) => f.set_request_header(name, value.as_bytes()),
+        });
         if rewritten.is_err() {
             host::log(
                 abi::LOG_ERROR,
                 "tokengate: could not rewrite request headers; refusing",
             );
-            self.begin_audit(
-                req,
-                &Line {
-                    token: Some(grant.token),
-                    user: Some(&grant.user),
-                    acting_as: None,
-                    allowed: false,
-                    reason: "internal_error",
-                    rule: None,
-                },
-            );
-            return fail_closed(f, 500, "internal error");
+            let (r, line) = flow::Allowance::failed(&cfg.config, grant, req);
+            self.line = Some(line);
+            reply(f, &r);
+            return Verdict::Replied;
         }
-        self.begin_audit(
-            req,
-            &Line {
-                token: Some(grant.token),
-                user: Some(&grant.user),
-                acting_as: Some(&grant.acting_as),
-                allowed: true,
-                reason: Reason::Ok.as_str(),
-                rule: grant.rule,
-            },
-        );
         f.increment_counter(cfg.metrics.allowed);
-        self.set_state(f, Some(grant.token), Some(&grant.user), "allow", Reason::Ok);
+        for (k, v) in &a.state {
+            f.set_filter_state(k, v);
+        }
+        self.line = Some(a.line);
         Verdict::Continue
     }
 
@@ -563,8 +453,7 @@ impl Stream {
         let cfg = self.cfg.clone();
         let config = &cfg.config;
         // SPEC §2 step 1, for every request: a client never supplies its own identity.
-        let id = &config.identity;
-        for name in std::iter::once(id.header.as_str()).chain(id.header_underscored.as_deref()) {
+        for name in flow::identity_headers(config) {
             if f.remove_request_header(name).is_err() {
                 return fail_closed(f, 500, "internal error");
             }
@@ -601,48 +490,42 @@ impl Stream {
             return Verdict::Continue;
         }
         self.start_ms = now;
-        let req = ReqLine {
-            method: method.into_owned(),
-            target: target.into_owned(),
-            request_id: snap
-                .headers
-                .get("x-request-id")
-                .map(|v| String::from_utf8_lossy(v).into_owned()),
+        let request_id = snap
+            .headers
+            .get("x-request-id")
+            .map(String::from_utf8_lossy);
+        // Copied: Envoy's header buffers may move once a header is changed.
+        let held = HeldLine::of(&RequestLine {
+            method: &method,
+            target: &target,
+            request_id: request_id.as_deref(),
             client_ip: snap.client_ip(),
             cookie: snap.headers.get("cookie").is_some(),
-            run_as: snap.headers.get(&id.run_as_header).is_some(),
-        };
+            run_as: snap.headers.get(&config.identity.run_as_header).is_some(),
+            start_ms: now,
+        });
         // Nothing borrowed from Envoy's header map past this point.
+        drop(request_id);
         drop(snap);
         match decision {
             Decision::Pass => Verdict::Continue,
-            Decision::Allow(grant) => self.allow(f, &grant, &req),
-            Decision::Deny(refusal) => self.deny(f, &refusal, &req),
+            Decision::Allow(grant) => self.allow(f, &grant, &held.line()),
+            Decision::Deny(refusal) => self.deny(f, &refusal, &held.line()),
             Decision::Buffer(pending) => {
-                self.pending = Some((pending, req));
+                self.pending = Some((pending, held));
                 Verdict::Buffer
             }
         }
     }
 
     pub fn on_request_body(&mut self, f: &Filter, end_of_stream: bool) -> Verdict {
-        if self.pending.is_none() {
+        let Some((pending, _)) = &self.pending else {
             return Verdict::Continue;
-        }
+        };
         let size = f.request_body_size(true);
-        if u64::try_from(size).map_or(true, |n| n > self.cfg.config.max_body_bytes) {
-            if let Some((pending, req)) = self.pending.take() {
-                let refusal = Refusal {
-                    status: 413,
-                    reason: Reason::BodyTooLarge,
-                    message: "request body too large".into(),
-                    subject: policy::Subject {
-                        token: Some(pending.grant.token),
-                        user: Some(pending.grant.user),
-                    },
-                };
-                return self.deny(f, &refusal, &req);
-            }
+        if let Some(refusal) = flow::body_limit(&self.cfg.config, pending, size) {
+            let held = self.pending.take().map(|(_, h)| h).unwrap_or_default();
+            return self.deny(f, &refusal, &held.line());
         }
         if !end_of_stream {
             return Verdict::Buffer;
@@ -658,24 +541,15 @@ impl Stream {
     }
 
     fn finish_body(&mut self, f: &Filter, in_body_hook: bool) -> Verdict {
-        let Some((pending, req)) = self.pending.take() else {
+        let Some((pending, held)) = self.pending.take() else {
             return Verdict::Continue;
         };
         let Some(body) = f.request_body(in_body_hook) else {
-            let refusal = Refusal {
-                status: 400,
-                reason: Reason::BadRequest,
-                message: "request body unavailable".into(),
-                subject: policy::Subject {
-                    token: Some(pending.grant.token),
-                    user: Some(pending.grant.user.clone()),
-                },
-            };
-            return self.deny(f, &refusal, &req);
+            return self.deny(f, &flow::body_unavailable(&pending), &held.line());
         };
         match policy::decide_body(&self.cfg.config, &pending, &body) {
-            Ok(grant) => self.allow(f, &grant, &req),
-            Err(refusal) => self.deny(f, &refusal, &req),
+            Ok(grant) => self.allow(f, &grant, &held.line()),
+            Err(refusal) => self.deny(f, &refusal, &held.line()),
         }
     }
 
@@ -690,12 +564,12 @@ impl Stream {
     }
 }
 
+fn reply(f: &Filter, r: &Reply) {
+    f.send_response(u32::from(r.status), &r.headers, r.body.as_bytes());
+}
+
 /// Answers a request the filter cannot handle instead of letting it through unchecked.
-pub fn fail_closed(f: &Filter, status: u32, message: &str) -> Verdict {
-    f.send_response(
-        status,
-        &[("content-type", reply::CONTENT_TYPE)],
-        reply::error_body(message).as_bytes(),
-    );
+pub fn fail_closed(f: &Filter, status: u16, message: &str) -> Verdict {
+    reply(f, &flow::failure_reply(status, message));
     Verdict::Replied
 }
