@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, MetricType};
 
 use tokengate_core::audit::{self, PartialLine, Queue};
 use tokengate_core::config::{self, Config};
@@ -32,13 +32,9 @@ use crate::headermap::HeaderBlock;
 use crate::host;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    host::install_logger();
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
-
-fn log(level: LogLevel, message: &str) {
-    host::log(level, message);
-}
 
 /// Answers a request the filter cannot handle (no config, a host call that failed) instead of
 /// letting it through unchecked.
@@ -138,10 +134,7 @@ type SharedAudit = Rc<RefCell<AuditState>>;
 
 /// Writes an audit line to the Envoy log (no `audit` section, or no queue left to take it).
 fn log_line(prefix: &str, line: &str) {
-    log(
-        LogLevel::Info,
-        &format!("tokengate audit{prefix}: {}", line.trim_end()),
-    );
+    log::info!("tokengate audit{prefix}: {}", line.trim_end());
 }
 
 #[derive(Default)]
@@ -220,13 +213,10 @@ impl Root {
                     let outcome = q.complete(None, false, now_ms);
                     Metrics::add(metrics.audit_failed, outcome.failed);
                     if q.failures() == 1 {
-                        log(
-                            LogLevel::Warn,
-                            &format!(
+                        log::warn!(
                                 "tokengate: audit batch of {} line(s) could not be sent to cluster `{}` ({status:?}); retrying with backoff",
                                 batch.lines, dest.cluster
-                            ),
-                        );
+                            );
                     }
                 }
             }
@@ -237,13 +227,10 @@ impl Root {
             if q.is_drained() || expired || (q.failures() > 0 && !q.in_flight()) {
                 let left = q.abandon();
                 if !left.is_empty() {
-                    log(
-                        LogLevel::Warn,
-                        &format!(
+                    log::warn!(
                             "tokengate: audit: {} line(s) could not be delivered before the configuration was replaced; they follow",
                             left.len()
-                        ),
-                    );
+                        );
                     Metrics::add(metrics.audit_dropped, left.len() as u64);
                     for line in &left {
                         log_line(" (undelivered)", line);
@@ -339,21 +326,13 @@ impl Context for Root {
                     .and_then(|c| c.audit.as_ref())
                     .map_or("", |a| a.cluster.as_str());
                 if outcome.failed > 0 && q.failures() == 1 {
-                    log(
-                        LogLevel::Warn,
-                        &format!(
+                    log::warn!(
                             "tokengate: audit sink (cluster `{cluster}`) answered {}; retrying with backoff, {} line(s) queued",
                             status.as_deref().unwrap_or("nothing"),
                             q.len()
-                        ),
-                    );
+                        );
                 } else if outcome.recovered {
-                    log(
-                        LogLevel::Info,
-                        &format!(
-                            "tokengate: audit sink (cluster `{cluster}`) accepts batches again"
-                        ),
-                    );
+                    log::info!("tokengate: audit sink (cluster `{cluster}`) accepts batches again");
                 }
             }
         }
@@ -366,12 +345,9 @@ impl RootContext for Root {
         let bytes = host::plugin_configuration().unwrap_or_default();
         match config::load(&bytes) {
             Ok(cfg) => {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "tokengate: configuration loaded: {} token(s)",
-                        cfg.tokens.len()
-                    ),
+                log::info!(
+                    "tokengate: configuration loaded: {} token(s)",
+                    cfg.tokens.len()
                 );
                 let now = host::now_ms().unwrap_or(0);
                 self.configure_audit(&cfg, now);
@@ -384,10 +360,7 @@ impl RootContext for Root {
             }
             Err(e) => {
                 // Envoy refuses the config (start-up fails; an update keeps the old one).
-                log(
-                    LogLevel::Error,
-                    &format!("tokengate: configuration rejected: {e}"),
-                );
+                log::error!("tokengate: configuration rejected: {e}");
                 false
             }
         }
@@ -494,10 +467,7 @@ impl Stream {
         }
         self.line = Some(d.line);
         if send(&d.reply).is_err() {
-            log(
-                LogLevel::Error,
-                "tokengate: could not send the local reply; resetting the request",
-            );
+            log::error!("tokengate: could not send the local reply; resetting the request");
             let _ = host::reset_request();
         }
         Action::Pause
@@ -512,10 +482,7 @@ impl Stream {
             HeaderOp::Set(name, value) => host::replace_request_header(name, value.as_bytes()),
         });
         if rewritten.is_err() {
-            log(
-                LogLevel::Error,
-                "tokengate: could not rewrite request headers; refusing",
-            );
+            log::error!("tokengate: could not rewrite request headers; refusing");
             let (r, line) = flow::Allowance::failed(config, grant, req);
             self.line = Some(line);
             let _ = send(&r);

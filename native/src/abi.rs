@@ -90,6 +90,8 @@ pub const HEADER_REQUEST: u32 = 0;
 pub const BODY_RECEIVED_REQUEST: u32 = 0;
 pub const BODY_BUFFERED_REQUEST: u32 = 1;
 // envoy_dynamic_module_type_log_level
+pub const LOG_TRACE: u32 = 0;
+pub const LOG_DEBUG: u32 = 1;
 pub const LOG_INFO: u32 = 2;
 pub const LOG_WARN: u32 = 3;
 pub const LOG_ERROR: u32 = 4;

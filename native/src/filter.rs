@@ -23,8 +23,7 @@ use tokengate_core::flow::{self, HeaderOp, HeldLine, Reply, RequestLine};
 use tokengate_core::ip;
 use tokengate_core::policy::{self, Decision, Grant, Pending, Reason, Refusal, RequestHeaders};
 
-use crate::abi;
-use crate::host::{self, ConfigHost, Filter, Headers, Scheduler};
+use crate::host::{ConfigHost, Filter, Headers, Scheduler};
 
 /// Unix time in ms (the native shell has the system clock).
 fn now_ms() -> i64 {
@@ -36,10 +35,7 @@ fn now_ms() -> i64 {
 }
 
 fn log_line(prefix: &str, line: &str) {
-    host::log(
-        abi::LOG_INFO,
-        &format!("tokengate audit{prefix}: {}", line.trim_end()),
-    );
+    log::info!("tokengate audit{prefix}: {}", line.trim_end());
 }
 
 /// Counter and gauge ids (SPEC §12), defined once per filter config. Envoy names them
@@ -126,12 +122,9 @@ impl Compiled {
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             ticker: Mutex::new(None),
         });
-        host::log(
-            abi::LOG_INFO,
-            &format!(
-                "tokengate: configuration loaded: {} token(s)",
-                config.tokens.len()
-            ),
+        log::info!(
+            "tokengate: configuration loaded: {} token(s)",
+            config.tokens.len()
         );
         let compiled = Arc::new(Compiled {
             config,
@@ -228,13 +221,10 @@ impl Compiled {
                     self.host
                         .add_counter(self.metrics.audit_failed, outcome.failed);
                     if st.queue.failures() == 1 {
-                        host::log(
-                            abi::LOG_WARN,
-                            &format!(
+                        log::warn!(
                                 "tokengate: audit batch of {} line(s) could not be sent to cluster `{}` (callout init result {code}); retrying with backoff",
                                 batch.lines, dest.cluster
-                            ),
-                        );
+                            );
                     }
                 }
             }
@@ -259,22 +249,16 @@ impl Compiled {
             self.host
                 .add_counter(self.metrics.audit_failed, outcome.failed);
             if outcome.failed > 0 && st.queue.failures() == 1 {
-                host::log(
-                    abi::LOG_WARN,
-                    &format!(
+                log::warn!(
                         "tokengate: audit sink (cluster `{}`) answered {}; retrying with backoff, {} line(s) queued",
                         dest.cluster,
                         status.unwrap_or("nothing"),
                         st.queue.len()
-                    ),
-                );
+                    );
             } else if outcome.recovered {
-                host::log(
-                    abi::LOG_INFO,
-                    &format!(
-                        "tokengate: audit sink (cluster `{}`) accepts batches again",
-                        dest.cluster
-                    ),
+                log::info!(
+                    "tokengate: audit sink (cluster `{}`) accepts batches again",
+                    dest.cluster
                 );
             }
         }
@@ -305,13 +289,10 @@ impl Compiled {
             st.closed = true;
             let left = st.queue.abandon();
             if !left.is_empty() {
-                host::log(
-                    abi::LOG_WARN,
-                    &format!(
+                log::warn!(
                         "tokengate: audit: {} line(s) could not be delivered before the configuration was replaced; they follow",
                         left.len()
-                    ),
-                );
+                    );
                 for line in &left {
                     log_line(" (undelivered)", line);
                 }
@@ -432,10 +413,7 @@ impl Stream {
             HeaderOp::Set(name, value) => f.set_request_header(name, value.as_bytes()),
         });
         if rewritten.is_err() {
-            host::log(
-                abi::LOG_ERROR,
-                "tokengate: could not rewrite request headers; refusing",
-            );
+            log::error!("tokengate: could not rewrite request headers; refusing");
             let (r, line) = flow::Allowance::failed(&cfg.config, grant, req);
             self.line = Some(line);
             reply(f, &r);

@@ -9,9 +9,52 @@
 use crate::abi::{self, EnvoyBuffer, EnvoyHeader, ModuleBuffer, ModuleHeader};
 
 /// Envoy's log (`[dynamic_modules]` logger id).
-pub fn log(level: u32, message: &str) {
+fn envoy_log(level: u32, message: &str) {
     // SAFETY: the buffer points at `message`, alive for the call; Envoy copies it.
     unsafe { abi::envoy_dynamic_module_callback_log(level, ModuleBuffer::of(message.as_bytes())) }
+}
+
+/// The `log` crate's sink for the module: Envoy's log, asking Envoy first whether the level
+/// is on (so disabled lines are never formatted).
+struct EnvoyLogger;
+
+static ENVOY_LOGGER: EnvoyLogger = EnvoyLogger;
+
+fn level_of(level: ::log::Level) -> u32 {
+    match level {
+        ::log::Level::Error => abi::LOG_ERROR,
+        ::log::Level::Warn => abi::LOG_WARN,
+        ::log::Level::Info => abi::LOG_INFO,
+        ::log::Level::Debug => abi::LOG_DEBUG,
+        ::log::Level::Trace => abi::LOG_TRACE,
+    }
+}
+
+impl ::log::Log for EnvoyLogger {
+    fn enabled(&self, metadata: &::log::Metadata) -> bool {
+        // SAFETY: a plain query of Envoy's logger level, callable from any thread.
+        unsafe { abi::envoy_dynamic_module_callback_log_enabled(level_of(metadata.level())) }
+    }
+
+    fn log(&self, record: &::log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = level_of(record.level());
+        match record.args().as_str() {
+            Some(s) => envoy_log(level, s),
+            None => envoy_log(level, &record.args().to_string()),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Routes the `log` macros to Envoy's log (called once, from `on_program_init`).
+pub fn install_logger() {
+    if ::log::set_logger(&ENVOY_LOGGER).is_ok() {
+        ::log::set_max_level(::log::LevelFilter::Trace);
+    }
 }
 
 /// A host call Envoy answered with failure.

@@ -45,9 +45,8 @@ fn guard_request(fe: FilterEnvoyPtr, f: impl FnOnce(&Filter) -> Verdict) -> Verd
     match catch_unwind(AssertUnwindSafe(|| f(&filter))) {
         Ok(v) => v,
         Err(_) => {
-            host::log(
-                abi::LOG_ERROR,
-                "tokengate: internal error (panic caught at the ABI boundary); answering 500",
+            log::error!(
+                "tokengate: internal error (panic caught at the ABI boundary); answering 500"
             );
             let _ = catch_unwind(AssertUnwindSafe(|| {
                 filter::fail_closed(&filter, 500, "internal error")
@@ -83,6 +82,7 @@ fn bytes<'a>(b: EnvoyBuffer) -> &'a [u8] {
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    guard((), host::install_logger);
     abi::ABI_VERSION.as_ptr().cast()
 }
 
@@ -99,10 +99,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             Ok(c) => Box::into_raw(Box::new(c)) as ConfigModulePtr,
             Err(e) => {
                 // Envoy refuses the config (start-up fails; an update keeps the old one).
-                host::log(
-                    abi::LOG_ERROR,
-                    &format!("tokengate: configuration rejected: {e}"),
-                );
+                log::error!("tokengate: configuration rejected: {e}");
                 std::ptr::null()
             }
         }
