@@ -8,9 +8,10 @@ WASM := dist/tokengate.wasm
 NATIVE_LIB := target/native/libtokengate_native.so
 # Integration suites that run against both builds (the rest test wasm-only tooling: ECDS hot
 # reload, deployment files, the harness's wasm config); test_native_abi.py runs in both passes.
+# tokenctl explain is compared with the native Envoy too (test_tokenctl_differential.py).
 NATIVE_SUITES := tests/integration/test_auth.py tests/integration/test_restrictions.py \
 	tests/integration/test_canonical.py tests/integration/test_audit.py \
-	tests/integration/test_native_abi.py
+	tests/integration/test_tokenctl_differential.py tests/integration/test_native_abi.py
 export ENVOY_BIN
 
 .PHONY: all wasm native venv run test unit integration lint fmt bench fuzz clean tokenctl \
