@@ -13,7 +13,7 @@
 //! `on_config_scheduled` POSTs the batch with the config-level HTTP callout; its answer comes
 //! back in `on_config_callout_done`, which moves the queue (retry with backoff as in the core).
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -85,6 +85,11 @@ impl Metrics {
 /// Scheduler events.
 pub const EVENT_PUMP: u64 = 1;
 
+/// Every live filter config, so that one being replaced can hand its undelivered audit lines
+/// to its successor (SPEC §11: a token-set update loses no lines). Envoy creates the new
+/// config before it destroys the old one.
+static LIVE: Mutex<Vec<Weak<Compiled>>> = Mutex::new(Vec::new());
+
 struct AuditState {
     queue: Queue,
     /// The config is gone: late lines go to the Envoy log.
@@ -133,6 +138,10 @@ impl Compiled {
             audit,
         });
         compiled.start_ticker();
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|w| w.strong_count() > 0);
+            live.push(Arc::downgrade(&compiled));
+        }
         Ok(compiled)
     }
 
@@ -285,19 +294,51 @@ impl Compiled {
         if let Ok(mut s) = audit.scheduler.lock() {
             s.take();
         }
-        if let Ok(mut st) = audit.state.lock() {
-            st.closed = true;
-            let left = st.queue.abandon();
-            if !left.is_empty() {
-                log::warn!(
-                        "tokengate: audit: {} line(s) could not be delivered before the configuration was replaced; they follow",
-                        left.len()
-                    );
-                for line in &left {
-                    log_line(" (undelivered)", line);
-                }
+        let left = match audit.state.lock() {
+            Ok(mut st) => {
+                st.closed = true;
+                st.queue.abandon()
             }
+            Err(_) => return,
+        };
+        if left.is_empty() {
+            return;
         }
+        // The newest other live config with an audit section inherits the lines (queued after
+        // what it holds already); without one (Envoy stopping) they go to Envoy's log.
+        let heir = LIVE.lock().ok().and_then(|mut live| {
+            live.retain(|w| w.strong_count() > 0);
+            live.iter()
+                .rev()
+                .filter_map(Weak::upgrade)
+                .find(|c| !std::ptr::eq(Arc::as_ptr(c), self) && c.accepts_lines())
+        });
+        if let Some(heir) = heir {
+            log::info!(
+                "tokengate: audit: {} undelivered line(s) handed to the configuration that replaces this one",
+                left.len()
+            );
+            for line in left {
+                heir.push_line(line);
+            }
+            heir.kick();
+            return;
+        }
+        log::warn!(
+            "tokengate: audit: {} line(s) could not be delivered before the configuration was replaced; they follow",
+            left.len()
+        );
+        for line in &left {
+            log_line(" (undelivered)", line);
+        }
+    }
+
+    /// Whether this config queues audit lines (has an `audit` section and is not closed).
+    fn accepts_lines(&self) -> bool {
+        self.audit
+            .as_ref()
+            .and_then(|a| a.state.lock().ok().map(|st| !st.closed))
+            .unwrap_or(false)
     }
 
     /// A finished line from a worker.
