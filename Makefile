@@ -4,9 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ENVOY_BIN ?= $(abspath $(VENV)/bin/envoy)
 WASM := dist/tokengate.wasm
+# The Envoy dynamic module (native/); the `native` profile is release with panic = "unwind".
+NATIVE_LIB := target/native/libtokengate_native.so
+# Integration suites that run against both builds (the rest test wasm-only tooling: ECDS hot
+# reload, deployment files, the harness's wasm config); test_native_abi.py runs in both passes.
+# tokenctl explain is compared with the native Envoy too (test_tokenctl_differential.py).
+NATIVE_SUITES := tests/integration/test_auth.py tests/integration/test_restrictions.py \
+	tests/integration/test_canonical.py tests/integration/test_audit.py \
+	tests/integration/test_tokenctl_differential.py tests/integration/test_native_abi.py
 export ENVOY_BIN
 
-.PHONY: all wasm venv run test unit integration lint fmt bench fuzz clean tokenctl \
+.PHONY: all wasm native venv run test unit integration lint fmt bench fuzz clean tokenctl \
 	deploy-tools hot-reload-config image compose-up compose-down compose-test \
 	tomcat-deps tomcat-test fuzz-tomcat server service-tools service-test
 
@@ -28,8 +36,20 @@ $(WASM): $(WASM_SOURCES)
 
 wasm: $(WASM)
 
+NATIVE_SOURCES := $(shell find native/src core/src -name '*.rs') Cargo.toml native/Cargo.toml core/Cargo.toml $(wildcard Cargo.lock)
+$(NATIVE_LIB): $(NATIVE_SOURCES)
+	cargo build --profile native -p tokengate-native
+
+native: $(NATIVE_LIB)
+
+# make run: the wasm build; make run NATIVE=1: the same demo with the native build.
+ifeq ($(NATIVE),1)
+run: venv wasm native server
+	TOKENGATE_BUILD=native $(PY) demo/run.py
+else
 run: venv wasm server
 	$(PY) demo/run.py
+endif
 
 unit:
 	cargo test --workspace
@@ -38,13 +58,16 @@ unit:
 tokenctl:
 	cargo build -p tokenctl
 
-# test_http2.py makes its TLS test certificate with openssl.
-integration: venv wasm deploy-tools tokenctl
+# Both builds: every suite against the wasm filter, then the shared suites against the native
+# module (same configuration, same expectations). test_http2.py makes its TLS test certificate
+# with openssl.
+integration: venv wasm native deploy-tools tokenctl
 	@command -v openssl >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi; \
 	  echo "integration: installing openssl"; \
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
 	$(PY) -m pytest -q tests/integration
+	TOKENGATE_BUILD=native $(PY) -m pytest -q $(NATIVE_SUITES)
 
 lint:
 	cargo fmt --all -- --check
@@ -124,7 +147,7 @@ EMPTY_WASM := dist/bench/empty-filter.wasm
 $(EMPTY_WASM): bench/empty-filter/src/lib.rs bench/empty-filter/Cargo.toml scripts/build-wasm.sh
 	scripts/build-wasm.sh empty-filter $(EMPTY_WASM) bench/empty-filter/Cargo.toml
 
-bench: venv wasm $(EMPTY_WASM)
+bench: venv wasm native $(EMPTY_WASM)
 	@need=""; for t in hey wrk; do command -v $$t >/dev/null || need="$$need $$t"; done; \
 	command -v node >/dev/null || need="$$need nodejs"; \
 	if [ -n "$$need" ]; then \

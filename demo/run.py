@@ -29,6 +29,13 @@ import urllib.request
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 ENVOY_YAML = os.path.join(REPO, "envoy", "envoy-service.yaml")
 SERVER_BIN = os.environ.get("TOKENGATE_SERVER_BIN") or os.path.join(REPO, "target", "debug", "tokengate-server")
+# `make run NATIVE=1` (TOKENGATE_BUILD=native): the service pushes the native build (Envoy
+# dynamic module) instead of the wasm filter; Envoy's config is envoy-service.yaml with the
+# filter type swapped, written to .run/envoy-service-native.json.
+NATIVE = os.environ.get("TOKENGATE_BUILD") == "native"
+NATIVE_DIR = os.path.join(REPO, "target", "native")
+NATIVE_LIB = os.path.join(NATIVE_DIR, "libtokengate_native.so")
+NATIVE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 WASM = os.path.join(REPO, "dist", "tokengate.wasm")
 RUN_DIR = os.path.join(REPO, ".run")
 
@@ -54,7 +61,40 @@ def sha256_hex(s: str) -> str:
     return hashlib.sha256(s.encode("utf-8")).hexdigest()
 
 
+def native_config(path: str) -> str:
+    """envoy/envoy-service.yaml for the native build: ECDS of the dynamic-module filter type, the
+    same empty default configuration, the native filter-state keys in the access log."""
+    import yaml
+
+    with open(ENVOY_YAML) as f:
+        cfg = yaml.safe_load(f)
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for flt in chain["filters"]:
+                hcm = flt.get("typed_config", {})
+                for hf in hcm.get("http_filters", []):
+                    cd = hf.get("config_discovery")
+                    if cd:
+                        cd["type_urls"] = [NATIVE_TYPE]
+                        cd["default_config"] = {
+                            "@type": NATIVE_TYPE,
+                            "dynamic_module_config": {"name": "tokengate_native", "do_not_close": True},
+                            "filter_name": "tokengate",
+                            "filter_config": cd["default_config"]["config"]["configuration"],
+                        }
+                for log in hcm.get("access_log", []):
+                    src = log.get("typed_config", {}).get("log_format", {}).get("text_format_source", {})
+                    if "inline_string" in src:
+                        src["inline_string"] = src["inline_string"].replace(
+                            "FILTER_STATE(wasm.tokengate.", "FILTER_STATE(tokengate.")
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=1)
+    return path
+
+
 def check_prerequisites(envoy_bin: str) -> None:
+    if NATIVE and not os.path.isfile(NATIVE_LIB):
+        die(f"{os.path.relpath(NATIVE_LIB, REPO)} is missing: run `make native` (or `make run NATIVE=1`)")
     if not os.path.isfile(WASM):
         die(f"{os.path.relpath(WASM, REPO)} is missing: run `make wasm` (or `make run`, which builds it)")
     if not (os.path.isfile(envoy_bin) and os.access(envoy_bin, os.X_OK)):
@@ -289,15 +329,18 @@ def main() -> int:
         with open(server_log, "ab") as log:
             service = subprocess.Popen(
                 [SERVER_BIN, "--db", db, "--listen", f"127.0.0.1:{SERVICE}", "--xds", f"127.0.0.1:{XDS}",
-                 "--wasm", WASM, "--public-url", f"http://127.0.0.1:{LISTENER}"],
+                 "--wasm", WASM, "--public-url", f"http://127.0.0.1:{LISTENER}",
+                 *(["--native-module", "tokengate_native"] if NATIVE else [])],
                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         wait_healthy(service, server_log)
         seed_demo(key)
         with open(envoy_log, "ab") as log:
             # Envoy's own log goes to .run/envoy.log; its access log (stdout) to this terminal.
+            envoy_config = native_config(os.path.join(RUN_DIR, "envoy-service-native.json")) if NATIVE else ENVOY_YAML
             envoy = subprocess.Popen(
-                [envoy_bin, "-c", ENVOY_YAML, "--disable-hot-restart", "--file-flush-interval-msec", "500"],
-                cwd=REPO, stdin=subprocess.DEVNULL, stderr=log, start_new_session=True)
+                [envoy_bin, "-c", envoy_config, "--disable-hot-restart", "--file-flush-interval-msec", "500"],
+                cwd=REPO, stdin=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                env={**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": NATIVE_DIR})
         wait_ready(envoy, envoy_log)
         # Ready means listening; the first push from the service follows within a moment.
         deadline = time.monotonic() + 10
@@ -308,7 +351,7 @@ def main() -> int:
             time.sleep(0.1)
 
         print(f"""
-tokengate is up (the whole product on localhost).
+tokengate is up (the whole product on localhost; {"native build: " + os.path.relpath(NATIVE_LIB, REPO) if NATIVE else "wasm build: dist/tokengate.wasm"}).
   console    http://127.0.0.1:{SERVICE}/        sign in as admin / {password}
   admin API  http://127.0.0.1:{SERVICE}/api/v1   key (shown once): {key}
   Envoy      http://127.0.0.1:{LISTENER}          (admin http://127.0.0.1:{ADMIN}, log {os.path.relpath(envoy_log, REPO)})

@@ -194,6 +194,19 @@ def tokengate_filter(plugin: dict) -> dict:
     return flt
 
 
+NATIVE_LIB = os.path.join(REPO, "target", "native", "libtokengate_native.so")
+
+
+def tokengate_native_filter(plugin: dict) -> dict:
+    """The native build (Envoy dynamic module) with the same plugin configuration."""
+    return {"name": "tokengate", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"name": "tokengate_native", "do_not_close": True,
+                                  "module": {"local": {"filename": NATIVE_LIB}}},
+        "filter_name": "tokengate",
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.Struct", "value": plugin}}}
+
+
 def empty_wasm_filter(reads: int = 1, mode: str = "") -> dict:
     """The empty filter; reads > 1 makes it read the header that many times (calibration);
     mode "floor" makes it do only the host calls SPEC obliges tokengate to make."""
@@ -297,7 +310,11 @@ def post(auth: str) -> Request:
 class Conf:
     def __init__(self, name: str, label: str, filters: list, request: Request, refused: list,
                  refused_status: tuple = (401, 403), baseline: str = "none", floor: str = "empty-wasm",
-                 target: float | None = None, wasm: bool = False):
+                 target: float | None = None, wasm: bool = False, ref: str | None = None):
+        # ref: the configuration whose overhead (over its own baseline) the target ratio divides
+        # by (default: the floor); the native rows compare with native basic_auth + RBAC and the
+        # native header-only case.
+        self.ref = ref
         self.name, self.label, self.filters = name, label, filters
         self.request, self.refused, self.refused_status = request, refused, refused_status
         self.baseline, self.floor, self.target, self.wasm = baseline, floor, target, wasm
@@ -339,12 +356,33 @@ def configurations(only: list | None = None) -> list:
              [Request("POST", POST_PATH, {"authorization": "Bearer " + T_JSON, "content-type": "application/json"},
                       BODY_1K.replace(b'"BENCH"', b'"OTHER"'))],
              baseline="none-post", floor="empty-wasm-post", target=1.6, wasm=True),
+        # The native build (Envoy dynamic module, target/native/libtokengate_native.so): targets are
+        # overheads over no filter, ≤ 1× native basic_auth + RBAC (header-only) and ≤ 1.5× the native
+        # Bearer case (JsonData 1 KiB).
+        Conf("ntg-bearer", "tokengate native: Bearer, no lines", [tokengate_native_filter(plugin_config())],
+             get("Bearer " + T_BEARER), [get("Bearer tg_bench_unknown_token_00000000")], floor="basic-rbac",
+             target=1.0, ref="basic-rbac"),
+        Conf("ntg-basic10", "tokengate native: Basic, 10 header-only lines", [tokengate_native_filter(plugin_config())],
+             get(basic(USER, T_BASIC)), [get(basic(USER, "tg_bench_unknown_token_00000000")),
+                                       OUTSIDE.with_auth(basic(USER, T_BASIC))],
+             floor="basic-rbac", target=1.0, ref="basic-rbac"),
+        Conf("ntg-100k", "tokengate native: Bearer, no lines, 100,000 tokens",
+             [tokengate_native_filter(plugin_config(big))], get("Bearer " + T_BEARER),
+             [get("Bearer tg_bench_unknown_token_00000000")], floor="basic-rbac", target=1.0, ref="basic-rbac"),
+        Conf("ntg-json", "tokengate native: JsonData line, 1 KiB body", [tokengate_native_filter(plugin_config()), BUFFER],
+             post("Bearer " + T_JSON),
+             [Request("POST", POST_PATH, {"authorization": "Bearer " + T_JSON, "content-type": "application/json"},
+                      BODY_1K.replace(b'"BENCH"', b'"OTHER"'))],
+             baseline="none-post", floor="ntg-bearer", target=1.5, ref="ntg-bearer"),
     ]
     if only:
         keep = set(only)
-        for c in confs:  # baselines and floors of what was asked for come along
+        for c in confs:  # baselines, floors and references of what was asked for come along
             if c.name in keep:
-                keep.update({c.baseline, c.floor})
+                keep.update({c.baseline, c.floor} | ({c.ref} if c.ref else set()))
+        for c in confs:  # and the baselines of those
+            if c.name in keep:
+                keep.add(c.baseline)
         confs = [c for c in confs if c.name in keep]
     return confs
 
@@ -941,11 +979,17 @@ def table(confs: list) -> tuple:
         spread = paired(c, base) if base and c is not base else []
         floor_over = overhead(floor, base) if floor else float("nan")
         ratio = over / floor_over if c.wasm and c is not floor and floor_over == floor_over and floor_over > 0 else float("nan")
+        if c.ref and by.get(c.ref):
+            ref = by[c.ref]
+            ref_over = overhead(ref, by.get(ref.baseline))
+            ratio = over / ref_over if ref_over == ref_over and ref_over > 0 else float("nan")
         target = ""
         if c.target:
             # A negative or undefined ratio is noise (an overhead below zero), never a pass.
             ok = ratio == ratio and 0 <= ratio <= c.target
             target = f"≤ {c.target}× {'PASS' if ok else ('FAIL' if ratio == ratio and ratio > 0 else 'n/a (noise)')}"
+            if c.ref:
+                target += f" (× {c.ref})"
             checks.append((c, ratio, ok))
         spec_ratio = float("nan")
         if c.target and spec_floor and c.baseline == spec_floor.baseline:
@@ -1034,7 +1078,7 @@ def write_md(m: dict, core: str, tab: str, checks: list, sc: dict | None, mem: d
           "", "## Envoy: cost per request", "", tab, ""]
     L += ["## Targets (ratios in this run)", ""]
     for c, ratio, ok in checks:
-        L.append(f"- {c.label}: overhead {fmt(ratio, 2)}× the empty wasm filter's (target ≤ {c.target}×): "
+        L.append(f"- {c.label}: overhead {fmt(ratio, 2)}× {('that of ' + c.ref) if c.ref else 'the empty wasm filter' + chr(39) + 's'} (target ≤ {c.target}×): "
                  f"**{'PASS' if ok else 'FAIL'}**")
     L.append("- Overheads are medians of per-round differences (each round samples every configuration back to "
              "back, so a slow spell of the shared machine moves both sides of a difference); *rounds min–max* "
@@ -1125,7 +1169,7 @@ def main() -> int:
     for tool in tools:
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
             raise BenchError(f"{tool} is missing (make bench installs hey, wrk and node)")
-    for path in (WASM, EMPTY_WASM, real_envoy()):
+    for path in (WASM, EMPTY_WASM, real_envoy()) + ((NATIVE_LIB,) if any(c.ref for c in configurations()) else ()):
         if not os.path.exists(path):
             raise BenchError(f"{path} is missing (make bench builds it: make wasm, make venv)")
     core = run_core()
@@ -1182,7 +1226,7 @@ def main() -> int:
     tab, checks = table(confs)
     print("\n" + tab + "\n", flush=True)
     for c, ratio, ok in checks:
-        print(f"{c.label}: {fmt(ratio, 2)}× empty wasm overhead (target ≤ {c.target}×) {'PASS' if ok else 'FAIL'}")
+        print(f"{c.label}: {fmt(ratio, 2)}× {c.ref or 'empty wasm'} overhead (target ≤ {c.target}×) {'PASS' if ok else 'FAIL'}")
     wtab = wasm_table(wasm_cases) if wasm_cases else None
     if wtab:
         print("\nWasm side (Node V8, host calls stubbed):\n" + wtab + "\n", flush=True)

@@ -21,35 +21,32 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, MetricType};
 
-use tokengate_core::audit::{self, Entry, PartialLine, Queue};
+use tokengate_core::audit::{self, PartialLine, Queue};
 use tokengate_core::config::{self, Config};
+use tokengate_core::flow::{self, HeaderOp, HeldLine, Reply, RequestLine};
 use tokengate_core::ip;
 use tokengate_core::policy::{self, Decision, Grant, Pending, Reason, Refusal, RequestHeaders};
-use tokengate_core::reply;
 
 use crate::headermap::HeaderBlock;
 use crate::host;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    host::install_logger();
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-fn log(level: LogLevel, message: &str) {
-    host::log(level, message);
-}
-
 /// Answers a request the filter cannot handle (no config, a host call that failed) instead of
 /// letting it through unchecked.
-fn fail_closed(status: u32, message: &str) -> Action {
-    let _ = host::send_local_response(
-        status,
-        &[("content-type", reply::CONTENT_TYPE)],
-        reply::error_body(message).as_bytes(),
-    );
+fn fail_closed(status: u16, message: &str) -> Action {
+    let _ = send(&flow::failure_reply(status, message));
     Action::Pause
+}
+
+/// A local reply as [`tokengate_core::flow`] planned it.
+fn send(r: &Reply) -> Result<(), host::Failed> {
+    host::send_local_response(u32::from(r.status), &r.headers, r.body.as_bytes())
 }
 
 /// Counter ids (SPEC §12). Defined once per VM; a failed definition disables that counter.
@@ -138,10 +135,7 @@ type SharedAudit = Rc<RefCell<AuditState>>;
 
 /// Writes an audit line to the Envoy log (no `audit` section, or no queue left to take it).
 fn log_line(prefix: &str, line: &str) {
-    log(
-        LogLevel::Info,
-        &format!("tokengate audit{prefix}: {}", line.trim_end()),
-    );
+    log::info!("tokengate audit{prefix}: {}", line.trim_end());
 }
 
 #[derive(Default)]
@@ -208,11 +202,8 @@ impl Root {
                 let n = lines.len();
                 let dropped = q.adopt(lines);
                 Metrics::add(metrics.audit_dropped, dropped);
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "tokengate: audit: took over {n} line(s) from the replaced configuration"
-                    ),
+                log::info!(
+                    "tokengate: audit: took over {n} line(s) from the replaced configuration"
                 );
             }
             Some(_) => HANDOFF.with(|h| {
@@ -274,13 +265,10 @@ impl Root {
                     let outcome = q.complete(None, false, now_ms);
                     Metrics::add(metrics.audit_failed, outcome.failed);
                     if q.failures() == 1 {
-                        log(
-                            LogLevel::Warn,
-                            &format!(
+                        log::warn!(
                                 "tokengate: audit batch of {} line(s) could not be sent to cluster `{}` ({status:?}); retrying with backoff",
                                 batch.lines, dest.cluster
-                            ),
-                        );
+                            );
                     }
                 }
             }
@@ -293,12 +281,9 @@ impl Root {
                 if !left.is_empty() {
                     // The configuration that replaces this one, in this VM, sends them (SPEC
                     // §11); only a VM shutting down while the receiver is away loses them.
-                    log(
-                        LogLevel::Warn,
-                        &format!(
-                            "tokengate: audit: {} line(s) could not be delivered before the configuration was replaced; the next configuration of this worker sends them",
-                            left.len()
-                        ),
+                    log::warn!(
+                        "tokengate: audit: {} line(s) could not be delivered before the configuration was replaced; the next configuration of this worker sends them",
+                        left.len()
                     );
                     HANDOFF.with(|h| {
                         if let Ok(mut h) = h.try_borrow_mut() {
@@ -396,21 +381,13 @@ impl Context for Root {
                     .and_then(|c| c.audit.as_ref())
                     .map_or("", |a| a.cluster.as_str());
                 if outcome.failed > 0 && q.failures() == 1 {
-                    log(
-                        LogLevel::Warn,
-                        &format!(
+                    log::warn!(
                             "tokengate: audit sink (cluster `{cluster}`) answered {}; retrying with backoff, {} line(s) queued",
                             status.as_deref().unwrap_or("nothing"),
                             q.len()
-                        ),
-                    );
+                        );
                 } else if outcome.recovered {
-                    log(
-                        LogLevel::Info,
-                        &format!(
-                            "tokengate: audit sink (cluster `{cluster}`) accepts batches again"
-                        ),
-                    );
+                    log::info!("tokengate: audit sink (cluster `{cluster}`) accepts batches again");
                 }
             }
         }
@@ -423,12 +400,9 @@ impl RootContext for Root {
         let bytes = host::plugin_configuration().unwrap_or_default();
         match config::load(&bytes) {
             Ok(cfg) => {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "tokengate: configuration loaded: {} token(s)",
-                        cfg.tokens.len()
-                    ),
+                log::info!(
+                    "tokengate: configuration loaded: {} token(s)",
+                    cfg.tokens.len()
                 );
                 let now = host::now_ms().unwrap_or(0);
                 self.configure_audit(&cfg, now);
@@ -441,10 +415,7 @@ impl RootContext for Root {
             }
             Err(e) => {
                 // Envoy refuses the config (start-up fails; an update keeps the old one).
-                log(
-                    LogLevel::Error,
-                    &format!("tokengate: configuration rejected: {e}"),
-                );
+                log::error!("tokengate: configuration rejected: {e}");
                 false
             }
         }
@@ -525,67 +496,6 @@ impl RequestHeaders for Snapshot {
     }
 }
 
-/// Which of the headers an allowed request sheds are there to remove (a removal of an absent
-/// header is still a host call).
-#[derive(Clone, Copy, Default)]
-struct Present {
-    cookie: bool,
-    run_as: bool,
-}
-
-/// What the audit line needs of the request line, as received.
-struct ReqLine<'a> {
-    method: &'a str,
-    /// `:path`, query included.
-    target: &'a str,
-    /// `x-request-id`.
-    request_id: Option<&'a [u8]>,
-    client_ip: Option<std::net::IpAddr>,
-    present: Present,
-}
-
-/// The request line kept while a body is buffered (headers are read in the headers callback).
-struct Held {
-    method: String,
-    target: String,
-    request_id: Option<Vec<u8>>,
-    client_ip: Option<std::net::IpAddr>,
-    present: Present,
-}
-
-impl Held {
-    /// Never used in practice: `held` is set whenever `pending` is.
-    fn unknown() -> Held {
-        Held {
-            method: String::new(),
-            target: String::new(),
-            request_id: None,
-            client_ip: None,
-            present: Present::default(),
-        }
-    }
-
-    fn req(&self) -> ReqLine<'_> {
-        ReqLine {
-            method: &self.method,
-            target: &self.target,
-            request_id: self.request_id.as_deref(),
-            client_ip: self.client_ip,
-            present: self.present,
-        }
-    }
-}
-
-/// The decision as the audit line records it.
-struct Verdict<'a> {
-    token: Option<usize>,
-    user: Option<&'a str>,
-    acting_as: Option<&'a str>,
-    allowed: bool,
-    reason: &'a str,
-    rule: Option<usize>,
-}
-
 struct Stream {
     config: Option<Rc<Config>>,
     metrics: Rc<Metrics>,
@@ -598,68 +508,21 @@ struct Stream {
     /// The audit line, begun when the filter decided; finished and queued in `on_log`.
     line: Option<PartialLine>,
     /// The request line of a request whose body is being buffered.
-    held: Option<Held>,
+    held: Option<HeldLine>,
 }
 
 impl Context for Stream {}
 
 impl Stream {
-    /// Begins the audit line of a decided request (SPEC §11).
-    fn begin_audit(&mut self, config: &Config, req: &ReqLine, v: &Verdict) {
-        let token = v.token.and_then(|i| config.tokens.get(i));
-        let request_id = req.request_id.map(String::from_utf8_lossy);
-        let client_ip = req.client_ip;
-        let entry = Entry {
-            ts_ms: self.start_ms,
-            request_id: request_id.as_deref(),
-            token_id: token.map(|t| t.id.as_str()),
-            token_name: token.map(|t| t.name.as_str()),
-            user: v.user,
-            acting_as: v.acting_as,
-            client_ip,
-            method: req.method,
-            target: req.target,
-            allowed: v.allowed,
-            reason: v.reason,
-            rule: v.rule,
-        };
-        self.line = Some(entry.begin());
-    }
-
-    fn deny(&mut self, config: &Config, refusal: &Refusal, req: &ReqLine) -> Action {
-        self.begin_audit(
-            config,
-            req,
-            &Verdict {
-                token: refusal.subject.token,
-                user: refusal.subject.user.as_deref(),
-                acting_as: None,
-                allowed: false,
-                reason: refusal.reason.as_str(),
-                rule: None,
-            },
-        );
-        self.metrics.denied(refusal.reason);
-        self.set_state(
-            config,
-            refusal.subject.token,
-            refusal.subject.user.as_deref(),
-            "deny",
-            refusal.reason,
-        );
-        let body = reply::error_body(&refusal.message);
-        let mut headers = vec![("content-type", reply::CONTENT_TYPE)];
-        if refusal.status == 401 {
-            for challenge in reply::challenges(config.auth_methods) {
-                headers.push(("www-authenticate", challenge));
-            }
+    fn deny(&mut self, config: &Config, refusal: &Refusal, req: &RequestLine) -> Action {
+        let d = flow::deny(config, refusal, req);
+        self.metrics.denied(d.reason);
+        for (k, v) in &d.state {
+            let _ = host::set_property(k.as_bytes(), v.as_bytes());
         }
-        if host::send_local_response(u32::from(refusal.status), &headers, body.as_bytes()).is_err()
-        {
-            log(
-                LogLevel::Error,
-                "tokengate: could not send the local reply; resetting the request",
-            );
+        self.line = Some(d.line);
+        if send(&d.reply).is_err() {
+            log::error!("tokengate: could not send the local reply; resetting the request");
             let _ = host::reset_request();
         }
         Action::Pause
@@ -667,119 +530,45 @@ impl Stream {
 
     /// Rewrites the identity for the upstream (SPEC §9). If any header change fails, the
     /// request is refused rather than forwarded half-rewritten.
-    fn allow(&mut self, config: &Config, grant: &Grant, req: &ReqLine) -> Action {
-        let id = &config.identity;
-        let upstream_auth = policy::upstream_authorization(config, &grant.acting_as);
-        let remove = |name: &str, present: bool| {
-            if present {
-                host::remove_request_header(name)
-            } else {
-                Ok(())
-            }
-        };
-        // The client's credential goes; with an upstream credential configured, replacing
-        // the header removes it in the same call (Envoy keeps one `authorization` entry).
-        let credential = match &upstream_auth {
-            Some(v) => host::replace_request_header("authorization", v.as_bytes()),
-            None => remove("authorization", true),
-        };
-        let rewritten = credential
-            .and_then(|()| remove("cookie", req.present.cookie))
-            .and_then(|()| remove(&id.run_as_header, req.present.run_as))
-            .and_then(|()| host::replace_request_header(&id.header, grant.acting_as.as_bytes()));
+    fn allow(&mut self, config: &Config, grant: &Grant, req: &RequestLine) -> Action {
+        let a = flow::allow(config, grant, req);
+        let rewritten = a.rewrite.iter().try_for_each(|op| match op {
+            HeaderOp::Remove(name) => host::remove_request_header(name),
+            HeaderOp::Set(name, value) => host::replace_request_header(name, value.as_bytes()),
+        });
         if rewritten.is_err() {
-            log(
-                LogLevel::Error,
-                "tokengate: could not rewrite request headers; refusing",
-            );
-            // Not a policy refusal: the line says so (status 500), with no reason of §11.
-            self.begin_audit(
-                config,
-                req,
-                &Verdict {
-                    token: Some(grant.token),
-                    user: Some(&grant.user),
-                    acting_as: None,
-                    allowed: false,
-                    reason: "internal_error",
-                    rule: None,
-                },
-            );
-            return fail_closed(500, "internal error");
+            log::error!("tokengate: could not rewrite request headers; refusing");
+            let (r, line) = flow::Allowance::failed(config, grant, req);
+            self.line = Some(line);
+            let _ = send(&r);
+            return Action::Pause;
         }
-        self.begin_audit(
-            config,
-            req,
-            &Verdict {
-                token: Some(grant.token),
-                user: Some(&grant.user),
-                acting_as: Some(&grant.acting_as),
-                allowed: true,
-                reason: Reason::Ok.as_str(),
-                rule: grant.rule,
-            },
-        );
         Metrics::bump(self.metrics.allowed);
-        self.set_state(
-            config,
-            Some(grant.token),
-            Some(&grant.user),
-            "allow",
-            Reason::Ok,
-        );
+        for (k, v) in &a.state {
+            let _ = host::set_property(k.as_bytes(), v.as_bytes());
+        }
+        self.line = Some(a.line);
         Action::Continue
-    }
-
-    /// Filter state for access logs (SPEC §12).
-    fn set_state(
-        &self,
-        config: &Config,
-        token: Option<usize>,
-        user: Option<&str>,
-        decision: &str,
-        reason: Reason,
-    ) {
-        let token_id = token
-            .and_then(|i| config.tokens.get(i))
-            .map(|t| t.id.as_str());
-        let set = |key: &[u8], value: Option<&str>| {
-            if let Some(v) = value {
-                let _ = host::set_property(key, v.as_bytes());
-            }
-        };
-        set(b"tokengate.token_id", token_id);
-        set(b"tokengate.user", user);
-        set(b"tokengate.decision", Some(decision));
-        set(b"tokengate.reason", Some(reason.as_str()));
     }
 
     fn finish_body(&mut self, config: &Config) -> Action {
         let Some(pending) = self.pending.take() else {
             return Action::Continue;
         };
-        let held = self.held.take().unwrap_or_else(Held::unknown);
+        let held = self.held.take().unwrap_or_default();
         let body = if self.body_size == 0 {
             Vec::new()
         } else {
             match host::request_body(self.body_size) {
                 Ok(b) => b,
                 Err(_) => {
-                    let refusal = Refusal {
-                        status: 400,
-                        reason: Reason::BadRequest,
-                        message: "request body unavailable".into(),
-                        subject: policy::Subject {
-                            token: Some(pending.grant.token),
-                            user: Some(pending.grant.user.clone()),
-                        },
-                    };
-                    return self.deny(config, &refusal, &held.req());
+                    return self.deny(config, &flow::body_unavailable(&pending), &held.line())
                 }
             }
         };
         match policy::decide_body(config, &pending, &body) {
-            Ok(grant) => self.allow(config, &grant, &held.req()),
-            Err(refusal) => self.deny(config, &refusal, &held.req()),
+            Ok(grant) => self.allow(config, &grant, &held.line()),
+            Err(refusal) => self.deny(config, &refusal, &held.line()),
         }
     }
 }
@@ -798,9 +587,8 @@ impl HttpContext for Stream {
             return fail_closed(500, "internal error");
         };
         // Step 1 of SPEC §2, for every request: a client never supplies its own identity.
-        let id = &config.identity;
         let mut stripped = Ok(());
-        for name in std::iter::once(id.header.as_str()).chain(id.header_underscored.as_deref()) {
+        for name in flow::identity_headers(&config) {
             if headers.has(name) {
                 stripped = stripped.and_then(|()| host::remove_request_header(name));
             }
@@ -842,29 +630,25 @@ impl HttpContext for Stream {
         // Decided (or to be decided on the body): audited, so take what the line needs
         // while the headers are held.
         self.start_ms = now.unwrap_or(0);
-        let request_id = headers.header("x-request-id");
-        let req = ReqLine {
+        let request_id = headers
+            .headers
+            .get("x-request-id")
+            .map(String::from_utf8_lossy);
+        let req = RequestLine {
             method: &method,
             target: &target,
             request_id: request_id.as_deref(),
             client_ip: headers.client_ip(),
-            present: Present {
-                cookie: headers.has("cookie"),
-                run_as: headers.has(&config.identity.run_as_header),
-            },
+            cookie: headers.has("cookie"),
+            run_as: headers.has(&config.identity.run_as_header),
+            start_ms: self.start_ms,
         };
         match decision {
             Decision::Pass => Action::Continue,
             Decision::Allow(grant) => self.allow(&config, &grant, &req),
             Decision::Deny(refusal) => self.deny(&config, &refusal, &req),
             Decision::Buffer(pending) => {
-                self.held = Some(Held {
-                    method: req.method.to_owned(),
-                    target: req.target.to_owned(),
-                    request_id: req.request_id.map(<[u8]>::to_vec),
-                    client_ip: req.client_ip,
-                    present: req.present,
-                });
+                self.held = Some(HeldLine::of(&req));
                 self.pending = Some(pending);
                 Action::Pause
             }
@@ -879,20 +663,14 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         self.body_size = body_size;
-        if u64::try_from(body_size).map_or(true, |n| n > config.max_body_bytes) {
-            if let Some(pending) = self.pending.take() {
-                let refusal = Refusal {
-                    status: 413,
-                    reason: Reason::BodyTooLarge,
-                    message: "request body too large".into(),
-                    subject: policy::Subject {
-                        token: Some(pending.grant.token),
-                        user: Some(pending.grant.user),
-                    },
-                };
-                let held = self.held.take().unwrap_or_else(Held::unknown);
-                return self.deny(&config, &refusal, &held.req());
-            }
+        let too_large = self
+            .pending
+            .as_ref()
+            .and_then(|p| flow::body_limit(&config, p, body_size));
+        if let Some(refusal) = too_large {
+            self.pending = None;
+            let held = self.held.take().unwrap_or_default();
+            return self.deny(&config, &refusal, &held.line());
         }
         if !end_of_stream {
             return Action::Pause;

@@ -3,6 +3,9 @@
 //! Strict on purpose: a value the filter reads one way and the app another is how a token
 //! check is bypassed, so anything but the plain forms is refused rather than guessed at.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
 /// Longest `Authorization` value considered; longer is refused (SPEC §4).
 pub const MAX_AUTHORIZATION_LEN: usize = 4096;
 
@@ -155,71 +158,21 @@ fn parse_bearer(param: &[u8]) -> Result<Credential, CredentialError> {
 /// Standard base64 with padding: what clients send in `Basic` credentials (tokenctl's
 /// snippets and the tests build theirs with it).
 pub fn encode_base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let sym = |n: u32| char::from(T.get((n & 63) as usize).copied().unwrap_or(b'A'));
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-        for i in 0..4u32 {
-            if i as usize <= chunk.len() {
-                out.push(sym(n >> (18 - 6 * i)));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    STANDARD.encode(data)
 }
 
-/// Standard base64 alphabet with mandatory padding; anything else is refused.
+/// Standard base64 alphabet with mandatory, canonical padding (no stray bits in the last
+/// symbol); anything else, and the empty string, is refused.
+///
+/// The `base64` crate (as the design card names it) replaced a hand-written decoder here.
+/// Measured 2026-12-02: `dist/tokengate.wasm` 1,629,044 → 1,632,894 bytes (+3,850, +0.24%);
+/// decoding a 56–64 byte Basic credential natively 98–105 ns (hand-written) vs 44–49 ns
+/// (crate), 3 rounds of 5,000,000. Both refuse the same inputs (the tests below).
 pub fn decode_base64(input: &[u8]) -> Option<Vec<u8>> {
-    if input.is_empty() || input.len() % 4 != 0 {
+    if input.is_empty() {
         return None;
     }
-    let mut out = Vec::with_capacity(input.len() / 4 * 3);
-    let chunks = input.len() / 4;
-    for (i, chunk) in input.chunks_exact(4).enumerate() {
-        let last = i + 1 == chunks;
-        let mut vals = [0u8; 4];
-        let mut pad = 0;
-        for (j, &c) in chunk.iter().enumerate() {
-            let v = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'+' => 62,
-                b'/' => 63,
-                // Padding only at the end of the last quantum, at most two.
-                b'=' if last && j >= 2 => {
-                    pad += 1;
-                    0
-                }
-                _ => return None,
-            };
-            if pad > 0 && c != b'=' {
-                return None;
-            }
-            if let Some(slot) = vals.get_mut(j) {
-                *slot = v;
-            }
-        }
-        let [a, b, c, d] = vals;
-        let n = (u32::from(a) << 18) | (u32::from(b) << 12) | (u32::from(c) << 6) | u32::from(d);
-        let bytes = n.to_be_bytes();
-        let keep = 3 - pad;
-        // Non-canonical encodings (stray bits in the padding) are refused.
-        let unused_bits_set = match pad {
-            1 => (c & 0b11) != 0,
-            2 => (b & 0b1111) != 0,
-            _ => false,
-        };
-        if unused_bits_set {
-            return None;
-        }
-        out.extend(bytes.iter().skip(1).take(keep));
-    }
-    Some(out)
+    STANDARD.decode(input).ok()
 }
 
 #[cfg(test)]

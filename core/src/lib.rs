@@ -13,6 +13,7 @@ pub mod config;
 pub mod credential;
 pub mod digest;
 pub mod explain;
+pub mod flow;
 pub mod ip;
 pub mod javare;
 pub mod json;

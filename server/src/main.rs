@@ -67,6 +67,10 @@ struct ServeArgs {
     /// The filter module's path as Envoy sees it (put into the pushed vm_config).
     #[arg(long, env = "TOKENGATE_WASM", default_value = "dist/tokengate.wasm")]
     wasm: String,
+    /// Push the native build (an Envoy dynamic module of this name, e.g. tokengate_native,
+    /// found by Envoy in ENVOY_DYNAMIC_MODULES_SEARCH_PATH) instead of the wasm filter.
+    #[arg(long, env = "TOKENGATE_NATIVE_MODULE")]
+    native_module: Option<String>,
     /// Base URL of the Envoy in front of the app, used in the snippets a new token comes with.
     #[arg(
         long,
@@ -344,6 +348,7 @@ async fn serve(store: Store, args: ServeArgs, db: &str) -> ExitCode {
     };
     let target = Target {
         wasm_path: args.wasm.clone(),
+        native_module: args.native_module.clone(),
     };
     let publisher = match Publisher::start(store.clone(), target, audit_authorization.clone()).await
     {

@@ -18,6 +18,8 @@ use tokio::sync::{watch, Notify};
 use envoy_types::pb::envoy::config::core::v3::{
     async_data_source, data_source, AsyncDataSource, DataSource, TypedExtensionConfig,
 };
+use envoy_types::pb::envoy::extensions::dynamic_modules::v3::DynamicModuleConfig;
+use envoy_types::pb::envoy::extensions::filters::http::dynamic_modules::v3::DynamicModuleFilter;
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::wasm::v3::{
     plugin_config, FailurePolicy, PluginConfig, VmConfig,
@@ -47,11 +49,18 @@ pub struct Snapshot {
     pub bytes: usize,
 }
 
-/// Where the pushed `vm_config` finds the module.
+/// Which build Envoys run, and where they find it.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The wasm module's path, for the pushed `vm_config`.
     pub wasm_path: String,
+    /// Push the native build instead (SPEC §18): an Envoy dynamic module of this name, which
+    /// Envoy finds as `lib<name>.so` in `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`.
+    pub native_module: Option<String>,
 }
+
+pub const NATIVE_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
 
 pub struct Publisher {
     store: Store,
@@ -210,13 +219,40 @@ pub fn wasm_filter(target: &Target, configuration_json: String) -> Wasm {
     }
 }
 
+/// The native build's filter: the same plugin configuration as its `filter_config`.
+fn native_filter(module: &str, configuration_json: String) -> DynamicModuleFilter {
+    DynamicModuleFilter {
+        dynamic_module_config: Some(DynamicModuleConfig {
+            name: module.into(),
+            do_not_close: true,
+            ..Default::default()
+        }),
+        filter_name: RESOURCE_NAME.into(),
+        filter_config: Some(Any {
+            type_url: "type.googleapis.com/google.protobuf.StringValue".into(),
+            value: StringValue {
+                value: configuration_json,
+            }
+            .encode_to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
 fn resource(target: &Target, configuration_json: String) -> Any {
-    let typed = TypedExtensionConfig {
-        name: RESOURCE_NAME.into(),
-        typed_config: Some(Any {
+    let typed_config = match &target.native_module {
+        Some(module) => Any {
+            type_url: NATIVE_TYPE_URL.into(),
+            value: native_filter(module, configuration_json).encode_to_vec(),
+        },
+        None => Any {
             type_url: WASM_TYPE_URL.into(),
             value: wasm_filter(target, configuration_json).encode_to_vec(),
-        }),
+        },
+    };
+    let typed = TypedExtensionConfig {
+        name: RESOURCE_NAME.into(),
+        typed_config: Some(typed_config),
     };
     Any {
         type_url: "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig".into(),

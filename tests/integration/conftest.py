@@ -14,6 +14,37 @@ sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "wasm_only: tests of the proxy-wasm build only (ECDS hot reload through scripts/publish-tokens.py, "
+        "proxy-wasm PluginConfig options); the native pass deselects them and says so")
+
+
+def pytest_report_header(config):
+    where = harness.WASM_PATH if harness.BUILD == "wasm" else harness.NATIVE_LIB
+    return f"tokengate build under test: {harness.BUILD} ({where})"
+
+
+def pytest_collection_modifyitems(config, items):
+    if harness.BUILD != "native":
+        return
+    wasm_only = [i for i in items if i.get_closest_marker("wasm_only")]
+    if wasm_only:
+        items[:] = [i for i in items if not i.get_closest_marker("wasm_only")]
+        config.hook.pytest_deselected(items=wasm_only)
+        config._tokengate_wasm_only = [i.nodeid for i in wasm_only]
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    ids = getattr(config, "_tokengate_wasm_only", [])
+    if ids:
+        terminalreporter.write_line(
+            f"native build: {len(ids)} wasm-only test(s) deselected (they run in the wasm pass):")
+        for nodeid in ids:
+            terminalreporter.write_line(f"  {nodeid}")
+
+
 @pytest.fixture(scope="module")
 def demo():
     """Demo upstream (Jira stand-in) + audit sink, in-process, on free ports."""

@@ -1,4 +1,9 @@
-"""Integration-test harness: real Envoy + the real tokengate wasm + in-process demo servers.
+"""Integration-test harness: real Envoy + the real tokengate filter + in-process demo servers.
+
+* Two builds of the filter: ``TOKENGATE_BUILD=wasm`` (default: ``dist/tokengate.wasm`` in the
+  proxy-wasm filter) or ``TOKENGATE_BUILD=native`` (``target/native/libtokengate_native.so`` as an
+  ``envoy.filters.http.dynamic_modules`` filter, loaded by path through ``module.local.filename``).
+  Both get the same plugin configuration; the native config is derived from the wasm one.
 
 * Envoy configs are generated from the shipped ``envoy/envoy.yaml`` (the single source of truth):
   only ports, the wasm path, the plugin configuration and optional HCM overrides are rewritten.
@@ -34,11 +39,22 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SHIPPED_ENVOY_YAML = os.path.join(REPO, "envoy", "envoy.yaml")
 # TOKENGATE_WASM: test another build of the filter (default: what `make wasm` builds).
 WASM_PATH = os.path.abspath(os.environ.get("TOKENGATE_WASM") or os.path.join(REPO, "dist", "tokengate.wasm"))
+# TOKENGATE_BUILD: which build the suites drive (wasm | native).
+BUILD = os.environ.get("TOKENGATE_BUILD", "wasm")
+if BUILD not in ("wasm", "native"):
+    raise RuntimeError(f"TOKENGATE_BUILD must be wasm or native, not {BUILD!r}")
+# TOKENGATE_NATIVE_DIR: where libtokengate_native.so is (default: what `make native` builds).
+NATIVE_DIR = os.path.abspath(os.environ.get("TOKENGATE_NATIVE_DIR") or os.path.join(REPO, "target", "native"))
+NATIVE_LIB = os.path.join(NATIVE_DIR, "libtokengate_native.so")
+NATIVE_MODULE_NAME = "tokengate_native"
+# The ABI version native/src/abi.rs pins; Envoy must log that it matched.
+NATIVE_ABI_VERSION = "v0.2.0"
 sys.path.insert(0, os.path.join(REPO, "demo"))
 
 import server as demo_server  # noqa: E402  (demo/server.py)
 
 WASM_FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+NATIVE_FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 JIRA_CONTENT_TYPE = "application/json;charset=UTF-8"
 
@@ -51,16 +67,19 @@ def envoy_bin() -> str:
     return os.environ.get("ENVOY_BIN") or os.path.join(REPO, ".venv", "bin", "envoy")
 
 
-def require_artifacts(need_wasm: bool = True) -> None:
-    """Raises (the fixture FAILS, it does not skip) when the wasm or Envoy is missing."""
+def require_artifacts(need_wasm: bool = True, build: str | None = None) -> None:
+    """Raises (the fixture FAILS, it does not skip) when the filter build or Envoy is missing."""
     missing = []
-    if need_wasm and not os.path.isfile(WASM_PATH):
+    build = build or BUILD
+    if need_wasm and build == "wasm" and not os.path.isfile(WASM_PATH):
         missing.append(f"{WASM_PATH} is missing")
+    if need_wasm and build == "native" and not os.path.isfile(NATIVE_LIB):
+        missing.append(f"{NATIVE_LIB} is missing")
     eb = envoy_bin()
     if not (os.path.isfile(eb) and os.access(eb, os.X_OK)):
         missing.append(f"Envoy binary {eb} is missing (or set ENVOY_BIN)")
     if missing:
-        raise HarnessError("; ".join(missing) + ": run `make wasm` / `make venv`")
+        raise HarnessError("; ".join(missing) + ": run `make wasm` / `make native` / `make venv`")
 
 
 # --------------------------------------------------------------------------- tokens
@@ -120,6 +139,40 @@ def _wasm_filter(cfg: dict) -> dict:
     raise HarnessError("no wasm filter in envoy.yaml")
 
 
+def filter_configuration(cfg: dict) -> dict:
+    """The tokengate configuration (a protobuf Any) of a generated config, either build."""
+    for flt in _hcm(cfg)["http_filters"]:
+        tc = flt.get("typed_config", {})
+        if tc.get("@type") == WASM_FILTER_TYPE:
+            return tc["config"]["configuration"]
+        if tc.get("@type") == NATIVE_FILTER_TYPE:
+            return tc["filter_config"]
+    raise HarnessError("no tokengate filter in the config")
+
+
+def to_native(cfg: dict) -> dict:
+    """Turns a generated wasm config into the same config for the native build: the wasm filter
+    becomes a dynamic_modules filter with the same configuration as its `filter_config`, and the
+    access log reads the native filter-state keys (`tokengate.*` instead of `wasm.tokengate.*`).
+    proxy-wasm PluginConfig fields (failure policy, allow_on_headers_stop_iteration) have no
+    counterpart: the native filter always holds headers itself and never fails open."""
+    flt = _wasm_filter(cfg)
+    pc = flt["typed_config"]["config"]
+    flt["typed_config"] = {
+        "@type": NATIVE_FILTER_TYPE,
+        "dynamic_module_config": {"name": NATIVE_MODULE_NAME, "do_not_close": True,
+                                  "module": {"local": {"filename": NATIVE_LIB}}},
+        "filter_name": "tokengate",
+        "filter_config": pc["configuration"],
+    }
+    hcm = _hcm(cfg)
+    for log in hcm.get("access_log", []):
+        src = log.get("typed_config", {}).get("log_format", {}).get("text_format_source", {})
+        if "inline_string" in src:
+            src["inline_string"] = src["inline_string"].replace("FILTER_STATE(wasm.tokengate.", "FILTER_STATE(tokengate.")
+    return cfg
+
+
 def shipped_plugin_config() -> dict:
     """The plugin configuration of the shipped envoy.yaml, as a dict."""
     conf = _wasm_filter(load_shipped())["typed_config"]["config"]["configuration"]
@@ -141,7 +194,7 @@ def _set_cluster_port(cfg: dict, name: str, port: int) -> None:
 def generate_config(*, listener_port: int, admin_port: int, upstream_port: int, audit_port: int,
                     plugin_config=None, as_string: bool = False, hcm_overrides: dict | None = None,
                     wasm_path: str = WASM_PATH, with_filter: bool = True, plugin_overrides: dict | None = None,
-                    raw_plugin_string: str | None = None) -> dict:
+                    raw_plugin_string: str | None = None, build: str | None = None) -> dict:
     """The shipped config with ports, wasm path and plugin configuration rewritten.
 
     plugin_config: dict (None keeps the shipped one). as_string: pass it as a JSON
@@ -183,6 +236,8 @@ def generate_config(*, listener_port: int, admin_port: int, upstream_port: int, 
         else:
             pc["configuration"] = {"@type": "type.googleapis.com/google.protobuf.Struct",
                                    "value": copy.deepcopy(plugin_config)}
+    if (build or BUILD) == "native":
+        return to_native(cfg)
     return cfg
 
 
@@ -238,8 +293,10 @@ class Envoy:
     def start(self, wait_ready: bool = True, timeout: float = 20.0) -> "Envoy":
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.log_path, "wb")
+        # The native module is found by name there when a config (ECDS) names it without a path.
+        env = {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": NATIVE_DIR}
         self.proc = subprocess.Popen(self.argv, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL,
-                                     cwd=REPO, preexec_fn=_die_with_parent)
+                                     cwd=REPO, env=env, preexec_fn=_die_with_parent)
         if wait_ready:
             try:
                 self.wait_ready(timeout)

@@ -431,6 +431,7 @@ def test_overflow_drops_oldest_and_counts_exactly(envoys, demo):
 # --------------------------------------------------------------------------- config update
 
 
+@pytest.mark.wasm_only
 def test_lines_left_by_a_replaced_config_go_out_from_the_next_one(demo, tmp_path):
     """Receiver away across a token-set update (SPEC §11): the old configuration cannot deliver
     on its way out, so its lines move to the configuration that replaced it and go out from
@@ -466,6 +467,7 @@ def test_lines_left_by_a_replaced_config_go_out_from_the_next_one(demo, tmp_path
         h.env.stop()
 
 
+@pytest.mark.wasm_only
 def test_token_set_update_flushes_what_the_old_config_held(demo, tmp_path):
     """A new token set (ECDS) replaces the root context: the old one sends its queue on its
     way out, long before its own flush timer (60 s) would have."""

@@ -602,7 +602,7 @@ def test_no_upstream_authorization_for_user_without_entry(main, demo):
 @pytest.mark.parametrize("as_string", [False, True], ids=["struct", "string-value"])
 def test_config_as_struct_and_as_string_value(envoys, demo, as_string):
     env = envoys.get(MAIN, as_string=as_string)
-    conf = harness._wasm_filter(env.config)["typed_config"]["config"]["configuration"]
+    conf = harness.filter_configuration(env.config)
     assert conf["@type"].endswith("StringValue" if as_string else "Struct")
     allowed(get(env, auth=("alice.smith", T["bound"])), demo, "Alice.Smith", "Bearer pat-alice")
     demo.reset()

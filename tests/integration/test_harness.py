@@ -139,3 +139,21 @@ def test_stats_helper_reads_tokengate_counters(envoys, demo):
     after = {n: env.stat(n) for n in before}
     assert {n: after[n] - before[n] for n in before} == {
         "tokengate.allowed": 1, "tokengate.denied": 1, "tokengate.denied.revoked": 1, "tokengate.passthrough": 1}
+
+
+def test_native_config_carries_the_same_plugin_configuration():
+    """TOKENGATE_BUILD=native: the wasm filter becomes a dynamic_modules filter with the very same
+    configuration, and the access log reads the native filter-state keys."""
+    kw = dict(listener_port=1, admin_port=2, upstream_port=3, audit_port=4)
+    wasm = harness.generate_config(build="wasm", **kw)
+    native = harness.generate_config(build="native", **kw)
+    assert harness.filter_configuration(native) == harness.filter_configuration(wasm)
+    flt = [f for f in harness._hcm(native)["http_filters"]
+           if f["typed_config"]["@type"] == harness.NATIVE_FILTER_TYPE]
+    assert len(flt) == 1
+    dm = flt[0]["typed_config"]["dynamic_module_config"]
+    assert dm["module"]["local"]["filename"] == harness.NATIVE_LIB
+    fmt = harness._hcm(native)["access_log"][0]["typed_config"]["log_format"]["text_format_source"]["inline_string"]
+    assert "wasm.tokengate." not in fmt
+    for key in ("token_id", "user", "decision", "reason"):
+        assert f"%FILTER_STATE(tokengate.{key}:PLAIN)%" in fmt

@@ -274,7 +274,7 @@ def _set_port(cluster: dict, port: int) -> None:
 
 def service_envoy_config(*, listener_port: int, admin_port: int, upstream_port: int, server: Server | None = None,
                          xds_port: int | None = None, audit_port: int | None = None, node_id: str = "envoy-1",
-                         xds_tls: dict | None = None) -> dict:
+                         xds_tls: dict | None = None, native: bool = False) -> dict:
     with open(SERVICE_ENVOY_YAML) as f:
         cfg = yaml.safe_load(f)
     cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
@@ -305,8 +305,20 @@ def service_envoy_config(*, listener_port: int, admin_port: int, upstream_port: 
         }
     hcm = harness._hcm(cfg)
     for flt in hcm["http_filters"]:
-        dc = flt.get("config_discovery", {}).get("default_config")
-        if dc:
+        cd = flt.get("config_discovery")
+        if not cd:
+            continue
+        dc = cd["default_config"]
+        if native:
+            # The native build (SPEC §18): the service pushes it with --native-module.
+            cd["type_urls"] = [harness.NATIVE_FILTER_TYPE]
+            cd["default_config"] = {
+                "@type": harness.NATIVE_FILTER_TYPE,
+                "dynamic_module_config": {"name": harness.NATIVE_MODULE_NAME, "do_not_close": True},
+                "filter_name": "tokengate",
+                "filter_config": dc["config"]["configuration"],
+            }
+        else:
             dc["config"]["vm_config"]["code"]["local"]["filename"] = harness.WASM_PATH
     return cfg
 

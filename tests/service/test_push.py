@@ -118,3 +118,25 @@ def test_a_refused_push_is_recorded_as_nack(db_url, tmp_path, started, envoy_for
     assert node["node_id"] == "envoy-nack" and node["acked_version"] != fleet["version"]
     assert "nonexistent" in node["last_error"] or "wasm" in node["last_error"].lower(), node
     assert env.running
+
+
+def test_the_native_build_by_ecds(db_url, tmp_path, started, envoy_for):
+    """--native-module: the service pushes the Envoy dynamic module instead of the wasm filter
+    (SPEC §18), with the same configuration and the same decisions."""
+    from service import Server
+    import harness as h
+    try:
+        h.require_artifacts(build="native")
+    except h.HarnessError as e:
+        pytest.fail(f"{e}: run `make native`", pytrace=False)
+    srv = started(Server(str(tmp_path / "native"), db_url, extra_args=["--native-module", h.NATIVE_MODULE_NAME])).start()
+    srv.ok("PUT", "/api/v1/settings", {"auth_methods": "both"})
+    env = envoy_for(srv, "envoy-native", native=True)
+    tok, secret = srv.create(name="native", user="nat", limit_to=["[get]/rest/api/2/issue/TG-.*"])
+    wait_for(lambda: status(env, secret) == 200, 5, what="token live on the native filter")
+    assert status(env, secret, "/rest/api/2/project") == 403
+    assert "dynamicmodulescustom.tokengate.allowed" in env.admin("/stats?filter=tokengate")
+    srv.ok("POST", f"/api/v1/tokens/{tok['id']}/revoke")
+    wait_for(lambda: status(env, secret) == 401, 2, what="revoke on the native filter")
+    fleet = srv.ok("GET", "/api/v1/fleet")
+    assert fleet["nodes"][0]["acked_version"] == fleet["version"]
