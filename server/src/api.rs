@@ -416,7 +416,7 @@ fn snippets(app: &App, user: Option<&str>, secret_text: &str) -> Value {
     })
 }
 
-async fn create_token(
+pub(crate) async fn create_token(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
     body: Bytes,
@@ -542,7 +542,7 @@ async fn secure_mode(app: &App) -> ApiResult<bool> {
         .unwrap_or(false))
 }
 
-async fn patch_token(
+pub(crate) async fn patch_token(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
     Path(id): Path<String>,
@@ -642,7 +642,7 @@ async fn patch_token(
     Ok(Json(token_json(&t, now)))
 }
 
-async fn revoke_token(
+pub(crate) async fn revoke_token(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
     Path(id): Path<String>,
@@ -670,7 +670,7 @@ async fn revoke_token(
     Ok(Json(token_json(&t, now)))
 }
 
-async fn delete_token(
+pub(crate) async fn delete_token(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
     Path(id): Path<String>,
@@ -699,7 +699,7 @@ async fn get_settings(State(app): State<Arc<App>>, _admin: Admin) -> ApiResult<J
     Ok(Json(publish::settings(&app.store).await.map_err(internal)?))
 }
 
-async fn put_settings(
+pub(crate) async fn put_settings(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
     body: Bytes,
