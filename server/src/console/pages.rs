@@ -823,7 +823,7 @@ fn chart(days: &[(i64, i64, i64)]) -> String {
             top + plot_h - ha,
             top + plot_h - ha - hd,
         );
-        if i % 7 == 0 || i == n - 1 {
+        if (i % 7 == 0 && i < n - 4) || i == n - 1 {
             let _ = write!(
                 out,
                 "<text x=\"{}\" y=\"{}\" class=\"tick\" text-anchor=\"middle\">{}</text>",
