@@ -125,9 +125,9 @@ pub fn page(f: &Frame<'_>, body: &str) -> String {
             esc(csrf)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "</header><main id=\"main\" tabindex=\"-1\">{body}</main></body></html>\n"
+        "</header><main id=\"main\" tabindex=\"-1\">{body}</main></body></html>"
     );
     out
 }

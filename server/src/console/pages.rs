@@ -426,7 +426,7 @@ fn lines_error_html(e: Option<&FieldError>) -> String {
         if let (Some(t), Some(c)) = (&e.text, e.column) {
             let caret = format!(
                 "{}^",
-                " ".repeat(t[..].chars().count().min(c.saturating_sub(1)))
+                " ".repeat(t.chars().count().min(c.saturating_sub(1)))
             );
             let _ = write!(
                 out,
@@ -580,9 +580,7 @@ fn new_form(s: &Signed, f: &TokenForm, err: Option<&FieldError>, status: StatusC
         &f.expires_days,
         "type=\"number\" min=\"1\" max=\"36500\" inputmode=\"numeric\"",
         "1 to 36500.",
-        err.filter(|e| e.field == "expires_in_days")
-            .map(|e| e)
-            .or(None),
+        err.filter(|e| e.field == "expires_in_days"),
     ));
     b.push_str(&text_field(
         "expires_date",
