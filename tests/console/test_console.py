@@ -140,6 +140,11 @@ def test_walkthrough_create_call_audit_revoke(stack, context):
     audit = page.locator("table.data").text_content()
     assert ALLOWED in audit and OTHER in audit
     later_pages.append(page.content())
+    export = page.get_by_role("link", name="Export NDJSON").get_attribute("href")
+    r = context.request.get(base + export)
+    assert r.ok and r.headers["content-type"] == "application/x-ndjson"
+    lines = [json.loads(x) for x in r.text().splitlines()]
+    assert {x["path"] for x in lines} == {ALLOWED, OTHER} and all(x["token_id"] == token_id for x in lines)
 
     page.goto(f"{base}/tokens/{token_id}")
     page.get_by_role("link", name="Revoke", exact=True).click()
@@ -276,6 +281,12 @@ def test_csrf_less_posts_are_refused(stack, context):
     assert st == 401
     st, h, _ = raw(base, "GET", "/tokens/new")
     assert st == 303 and h["location"].startswith("/signin")
+    # Behind a TLS proxy (X-Forwarded-Proto: https) the cookie is Secure too.
+    st, h, _ = raw(base, "POST", "/signin", form={"name": "alice", "password": PASSWORD},
+                   headers={"X-Forwarded-Proto": "https"})
+    assert st == 303
+    set_cookie = {k.lower(): v for k, v in h.items()}["set-cookie"]
+    assert all(a in set_cookie for a in ("HttpOnly", "SameSite=Strict", "Secure", "Path=/")), set_cookie
     # Sign-out ends the session on the server.
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url("**/signin")
@@ -413,3 +424,50 @@ def test_secure_mode_hides_edit(stack, context):
     log = server.ok("GET", "/api/v1/admin-log")["entries"]
     assert any(e["action"] == "settings.update" and e["admin"] == "alice" for e in log)
     server.ok("PUT", "/api/v1/settings", {})
+
+
+def test_list_sort_filter_page_edit_delete(stack, context):
+    server, _ = stack
+    base = server.base
+    for i in range(52):
+        server.create(name=f"bulk {i:02d}", user="bulk-user" if i % 2 else "other-user")
+    page = context.new_page()
+    sign_in(page, base)
+    page.goto(base + "/tokens?q=bulk")
+    assert "52 tokens, page 1 of 2" in page.locator("#count").text_content()
+    assert page.locator("table.data tbody tr").count() == 50
+    page.get_by_role("link", name="Next →").click()
+    assert page.locator("table.data tbody tr").count() == 2
+    page.goto(base + "/tokens?q=bulk")
+    page.get_by_label("User").fill("bulk-user")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**user=bulk-user**")
+    assert "26 tokens" in page.locator("#count").text_content()
+    # Sorted by name, then reversed by its column header.
+    first = page.locator("table.data tbody tr td a").first.text_content()
+    assert first == "bulk 01"
+    page.get_by_role("link", name="Token ▲").click()
+    assert page.locator("table.data tbody tr td a").first.text_content() == "bulk 51"
+    assert page.locator("th[aria-sort=descending]").count() == 1
+    # Edit: a new restriction line, saved, pushed, logged.
+    page.goto(base + "/tokens/bulk-51/edit")
+    page.get_by_label("Restriction lines").fill("[get]/rest/api/2/myself")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url("**/tokens/bulk-51?done=saved")
+    assert server.ok("GET", "/api/v1/tokens/bulk-51")["limit_to"] == ["[get]/rest/api/2/myself"]
+    # An earlier expiry (here a past day) expires the token at once.
+    page.goto(base + "/tokens/bulk-51/edit")
+    page.get_by_label("Expire earlier, on").fill("2025-01-01")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url("**/tokens/bulk-51?done=saved")
+    assert server.ok("GET", "/api/v1/tokens/bulk-51")["status"] == "expired"
+    # Delete, confirmed.
+    page.get_by_role("link", name="Delete", exact=True).click()
+    page.get_by_role("button", name="Delete token").click()
+    page.wait_for_url("**/tokens?done=deleted")
+    assert server.api("GET", "/api/v1/tokens/bulk-51").status == 404
+    log = server.ok("GET", "/api/v1/admin-log?limit=10")["entries"]
+    assert [e["action"] for e in log[:3]] == ["token.delete", "token.edit", "token.edit"]
+    for i in range(51):
+        server.ok("DELETE", f"/api/v1/tokens/bulk-{i:02d}", status=204)
+    assert context.csp_errors == []
