@@ -142,6 +142,27 @@ pub fn csrf_refused(s: &Signed) -> Response {
     )
 }
 
+/// Create forms already answered (their `nonce`), so that a reload or Back of the shown-once
+/// page, which re-sends the form, cannot create a second token. Per instance; the oldest go
+/// beyond 10,000.
+fn used_nonces() -> &'static std::sync::Mutex<std::collections::VecDeque<String>> {
+    static USED: OnceLock<std::sync::Mutex<std::collections::VecDeque<String>>> = OnceLock::new();
+    USED.get_or_init(Default::default)
+}
+
+pub fn nonce_used(nonce: &str) -> bool {
+    let used = used_nonces().lock().unwrap_or_else(|e| e.into_inner());
+    used.iter().any(|n| n == nonce)
+}
+
+pub fn mark_nonce(nonce: &str) {
+    let mut used = used_nonces().lock().unwrap_or_else(|e| e.into_inner());
+    if used.len() >= 10_000 {
+        used.pop_front();
+    }
+    used.push_back(nonce.to_owned());
+}
+
 impl FromRequestParts<Arc<App>> for Signed {
     type Rejection = Response;
 

@@ -281,6 +281,21 @@ def test_csrf_less_posts_are_refused(stack, context):
     assert st == 401
     st, h, _ = raw(base, "GET", "/tokens/new")
     assert st == 303 and h["location"].startswith("/signin")
+    # The create form sent twice (a reload or Back of the shown-once page): one token.
+    page.goto(base + "/tokens/new")
+    nonce = page.locator('input[name="nonce"]').get_attribute("value")
+    form = {"csrf": csrf, "nonce": nonce, "name": "sent twice"}
+    st, h, body = raw(base, "POST", "/tokens/new", cookie=cookie, form=form)
+    assert st == 200 and "no-store" in {k.lower(): v for k, v in h.items()}["cache-control"]
+    st, _, body = raw(base, "POST", "/tokens/new", cookie=cookie, form=form)
+    assert st == 409 and "Nothing new was created" in body and "tg_" not in body
+    assert [t["name"] for t in server.ok("GET", "/api/v1/tokens")["tokens"]].count("sent twice") == 1
+    server.ok("DELETE", "/api/v1/tokens/sent-twice", status=204)
+    # Keyboard: the first Tab reaches "Skip to content", which moves to the page's content.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
     # Behind a TLS proxy (X-Forwarded-Proto: https) the cookie is Secure too.
     st, h, _ = raw(base, "POST", "/signin", form={"name": "alice", "password": PASSWORD},
                    headers={"X-Forwarded-Proto": "https"})

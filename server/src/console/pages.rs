@@ -450,6 +450,7 @@ struct TokenForm {
     ips: String,
     run_as: String,
     limit_to: String,
+    nonce: String,
 }
 
 impl TokenForm {
@@ -464,6 +465,7 @@ impl TokenForm {
             ips: g("ips"),
             run_as: g("run_as"),
             limit_to: g("limit_to"),
+            nonce: g("nonce"),
         }
     }
 }
@@ -552,9 +554,11 @@ fn new_form(s: &Signed, f: &TokenForm, err: Option<&FieldError>, status: StatusC
     let _ = write!(
         b,
         "<p class=\"crumbs\"><a href=\"/tokens\">Tokens</a> /</p><h1>Create token</h1>{}\
-         <form method=\"post\" action=\"/tokens/new\" class=\"form\" novalidate>{}",
+         <form method=\"post\" action=\"/tokens/new\" class=\"form\" novalidate>{}\
+         <input type=\"hidden\" name=\"nonce\" value=\"{}\">",
         error_banner(err),
-        csrf_field(&s.csrf)
+        csrf_field(&s.csrf),
+        esc(&f.nonce)
     );
     b.push_str(&text_field(
         "name",
@@ -599,7 +603,11 @@ fn new_form(s: &Signed, f: &TokenForm, err: Option<&FieldError>, status: StatusC
 }
 
 pub async fn new_token(s: Signed) -> Response {
-    new_form(&s, &TokenForm::default(), None, StatusCode::OK)
+    let f = TokenForm {
+        nonce: secret::random_base62(22).unwrap_or_default(),
+        ..Default::default()
+    };
+    new_form(&s, &f, None, StatusCode::OK)
 }
 
 fn token_body(f: &TokenForm, for_create: bool) -> Map<String, Value> {
@@ -640,6 +648,15 @@ pub async fn create_token(
         return csrf_refused(&s);
     }
     let f = TokenForm::from(&form);
+    if !f.nonce.is_empty() && super::nonce_used(&f.nonce) {
+        return message_page(
+            StatusCode::CONFLICT,
+            "Already created",
+            "This form was sent before and its token was created then (its secret was shown \
+             once and is not shown again). Nothing new was created. See the tokens list.",
+            Some(&s),
+        );
+    }
     let body = Value::Object(token_body(&f, true)).to_string();
     let (status, out) = answer(
         api::create_token(
@@ -653,6 +670,9 @@ pub async fn create_token(
     if status != StatusCode::CREATED {
         let e = field_error(&out, &f.limit_to);
         return new_form(&s, &f, Some(&e), status);
+    }
+    if !f.nonce.is_empty() {
+        super::mark_nonce(&f.nonce);
     }
     shown_once(&s, &app, &out)
 }
