@@ -90,6 +90,27 @@ def stack(tmp_path_factory, demo):
             pass
 
 
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory):
+    """The service on PostgreSQL (sessions, lock-out and CSRF there too), no Envoy."""
+    tmp = tmp_path_factory.mktemp("console-pg")
+    pg = service.Postgres()
+    srv = None
+    try:
+        pg.start()
+        srv = Server(str(tmp / "server"), pg.create_db("tg_console"))
+        srv.start()
+        srv.cli("admin", "add", "alice", input_text=PASSWORD + "\n")
+    except harness.HarnessError as e:
+        if srv:
+            srv.stop()
+        pg.stop()
+        _fail(f"{e} (PostgreSQL: run `make service-tools`)")
+    yield srv
+    srv.stop()
+    pg.stop()
+
+
 @pytest.fixture
 def context(browser):
     """A fresh browser context at 1280×800 that records CSP violations (the CSP stays on)."""

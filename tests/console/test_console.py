@@ -169,6 +169,8 @@ def test_walkthrough_create_call_audit_revoke(stack, context):
     assert ("alice", "token.create") in actions and ("alice", "token.revoke") in actions
     assert ("alice", "admin.login") in actions
     assert context.csp_errors == []
+    # Neither the secret nor the admin's password is in the service's log.
+    assert secret not in server.log() and PASSWORD not in server.log()
 
 
 def test_bad_line_error_at_its_line_and_column_creates_nothing(stack, context):
@@ -486,3 +488,30 @@ def test_list_sort_filter_page_edit_delete(stack, context):
     for i in range(51):
         server.ok("DELETE", f"/api/v1/tokens/bulk-{i:02d}", status=204)
     assert context.csp_errors == []
+
+
+def test_sessions_lock_out_and_csrf_on_postgres(pg_server, context):
+    """The same session store on PostgreSQL: sign in, the API with and without the CSRF
+    header, lock-out, sign-out."""
+    base = pg_server.base
+    page = context.new_page()
+    sign_in(page, base)
+    assert page.url.endswith("/tokens")
+    cookie = session_cookie(context)["value"]
+    csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    st, _, _ = raw(base, "POST", "/api/v1/tokens", cookie=cookie, body={"name": "pg"})
+    assert st == 403
+    st, _, _ = raw(base, "POST", "/api/v1/tokens", cookie=cookie, body={"name": "pg"}, headers={"x-csrf-token": csrf})
+    assert st == 201
+    page.goto(base + "/tokens/pg")
+    assert "pg" in page.locator("h1").text_content()
+    pg_server.cli("admin", "add", "erin", input_text="erin's long password\n")
+    for _ in range(5):
+        st, _, body = raw(base, "POST", "/signin", form={"name": "erin", "password": "nope"})
+    assert st == 429 and "locked" in body
+    st, _, body = raw(base, "POST", "/signin", form={"name": "erin", "password": "erin's long password"})
+    assert st == 429 and "locked until" in body
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/signin")
+    st, _, _ = raw(base, "GET", "/api/v1/tokens", cookie=cookie)
+    assert st == 401
