@@ -534,6 +534,17 @@ fn lines_field(value: &str, err: Option<&FieldError>) -> String {
     )
 }
 
+/// An API error about `api_field`, for the form field `form_field`.
+fn renamed(err: Option<&FieldError>, api_field: &str, form_field: &str) -> Option<FieldError> {
+    err.filter(|e| e.field == api_field).map(|e| FieldError {
+        message: e.message.clone(),
+        field: form_field.to_owned(),
+        line: None,
+        column: None,
+        text: None,
+    })
+}
+
 fn error_banner(err: Option<&FieldError>) -> String {
     match err {
         None => String::new(),
@@ -584,7 +595,7 @@ fn new_form(s: &Signed, f: &TokenForm, err: Option<&FieldError>, status: StatusC
         &f.expires_days,
         "type=\"number\" min=\"1\" max=\"36500\" inputmode=\"numeric\"",
         "1 to 36500.",
-        err.filter(|e| e.field == "expires_in_days"),
+        renamed(err, "expires_in_days", "expires_days").as_ref(),
     ));
     b.push_str(&text_field(
         "expires_date",
@@ -592,7 +603,7 @@ fn new_form(s: &Signed, f: &TokenForm, err: Option<&FieldError>, status: StatusC
         &f.expires_date,
         "type=\"date\"",
         "At the end of that day (UTC). Both empty: never.",
-        err.filter(|e| e.field == "expires"),
+        renamed(err, "expires", "expires_date").as_ref(),
     ));
     b.push_str("</div></fieldset>");
     b.push_str(&area_field("ips", "Client addresses", &f.ips, "Optional allow-list, one per line or comma-separated: <code>10.0.0.0/8</code>, <code>192.0.2.7</code>. Empty: any address.", err));
