@@ -520,3 +520,32 @@ async fn signout(
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed_after_sign_in() {
+        let n = |s: &str| safe_next(Some(&s.to_owned()));
+        assert_eq!(n("/tokens/ci?x=1"), "/tokens/ci?x=1");
+        assert_eq!(n("//evil.example/"), "/tokens");
+        assert_eq!(n("https://evil.example/"), "/tokens");
+        assert_eq!(n("/\\evil.example"), "/tokens");
+        assert_eq!(safe_next(None), "/tokens");
+    }
+
+    #[test]
+    fn the_session_cookie_is_read_strictly() {
+        let good = "a".repeat(SESSION_SECRET_LEN);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("x=1; {COOKIE}={good}; y=2")).unwrap(),
+        );
+        assert_eq!(cookie_secret(&h), Some(good));
+        h.insert(header::COOKIE, HeaderValue::from_static("tg_session=short"));
+        assert_eq!(cookie_secret(&h), None);
+        assert_ne!(csrf_of("a"), secret::sha256_hex("a"));
+    }
+}

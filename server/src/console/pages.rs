@@ -1997,3 +1997,35 @@ pub async fn admin_log(
     b.push_str("</nav>");
     render(&s, StatusCode::OK, "Admin log", "admin-log", &b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_line_numbers_map_to_textarea_lines() {
+        let text = "[get]/rest/a\n\n  \n/rest/(?<=x)\r\n";
+        let (lines, at) = lines_of(text);
+        assert_eq!(lines, vec!["[get]/rest/a", "/rest/(?<=x)"]);
+        assert_eq!(at, vec![1, 4]);
+        let e = field_error(
+            &json!({"error": "look-behind", "field": "limit_to[1]", "line": 2, "column": 7}),
+            text,
+        );
+        assert_eq!((e.line, e.column), (Some(4), Some(7)));
+        assert_eq!(e.text.as_deref(), Some("/rest/(?<=x)"));
+        let html = lines_error_html(Some(&e));
+        assert!(html.contains("Line 4, column 7: look-behind"));
+        assert!(html.contains("/rest/(?&lt;=x)\n      ^"));
+    }
+
+    #[test]
+    fn lists_split_on_lines_and_commas() {
+        assert_eq!(
+            list_of("10.0.0.0/8, 127.0.0.1\n\n::1"),
+            vec!["10.0.0.0/8", "127.0.0.1", "::1"]
+        );
+        assert_eq!(qs(&[("q", "a b&c"), ("status", "")]), "?q=a%20b%26c");
+        assert_eq!(qs(&[("q", "")]), "");
+    }
+}
