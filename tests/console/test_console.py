@@ -398,6 +398,18 @@ def test_every_page_accessible_with_screenshots(stack, browser, axe_source):
     check("delete-confirm")
     page.goto(f"{base}/audit-log")
     check("audit-log", "audit-log")
+    # Paging: 50 lines a page, then older ones.
+    for _ in range(45):
+        call(env, ALLOWED, secret, "svc-export")
+    wait_for(lambda: server.ok("GET", f"/api/v1/tokens/{tok['id']}")["usage"]["calls"] >= 54, 10,
+             interval=0.3, what="calls stored")
+    page.goto(f"{base}/audit-log?token={tok['id']}")
+    assert page.locator("table.data tbody tr").count() == 50
+    page.get_by_role("link", name="Older →").click()
+    assert page.locator("table.data tbody tr").count() == 4
+    assert page.get_by_role("link", name="Older →").count() == 0
+    page.get_by_role("link", name="⇤ Newest").click()
+    assert page.locator("table.data tbody tr").count() == 50
     page.goto(f"{base}/fleet")
     assert "envoy-console" in page.content()
     check("fleet", "fleet")
