@@ -1604,8 +1604,8 @@ pub async fn audit_log(
     }
     let _ = write!(
         b,
-        "</select></div><div class=\"field\"><label for=\"a-from\">From (UTC, inclusive)</label><input id=\"a-from\" name=\"from\" placeholder=\"2026-12-01\" value=\"{}\"></div>\
-         <div class=\"field\"><label for=\"a-to\">To (UTC, exclusive)</label><input id=\"a-to\" name=\"to\" placeholder=\"2026-12-02T12:00:00Z\" value=\"{}\"></div>\
+        "</select></div><div class=\"field\"><label for=\"a-from\">From (UTC, inclusive)</label><input id=\"a-from\" name=\"from\" placeholder=\"YYYY-MM-DD\" value=\"{}\"></div>\
+         <div class=\"field\"><label for=\"a-to\">To (UTC, exclusive)</label><input id=\"a-to\" name=\"to\" placeholder=\"YYYY-MM-DDThh:mm:ssZ\" value=\"{}\"></div>\
          <div class=\"field actions\"><button type=\"submit\">Filter</button> <a href=\"/audit-log\">Clear</a></div></form>",
         esc(from_raw),
         esc(to_raw)
