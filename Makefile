@@ -16,7 +16,8 @@ export ENVOY_BIN
 
 .PHONY: all wasm native venv run test unit integration lint fmt bench fuzz clean tokenctl \
 	deploy-tools hot-reload-config image compose-up compose-down compose-test \
-	tomcat-deps tomcat-test fuzz-tomcat server service-tools service-test
+	tomcat-deps tomcat-test fuzz-tomcat server service-tools service-test \
+	console-tools console-test
 
 all: wasm
 
@@ -73,7 +74,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: lint unit integration tomcat-test service-test
+test: lint unit integration tomcat-test service-test console-test
 
 # ---- the token service (server/, tests/service/): tokengate-server on SQLite and PostgreSQL,
 # real Envoys subscribed by ECDS.
@@ -86,6 +87,15 @@ service-tools:
 
 service-test: venv wasm server service-tools
 	$(PY) -m pytest -q tests/service
+
+# ---- the web console (tests/console/): headless Chromium (Debian's, driven by Playwright from
+# PyPI) against tokengate-server and a real Envoy; axe-core from npm (package-lock.json).
+# Screenshots of the main pages go to docs/screenshots/.
+console-tools:
+	@scripts/ensure-console-tools.sh
+
+console-test: venv wasm server console-tools
+	$(PY) -m pytest -q tests/console
 
 # ---- the real app server (tests/tomcat/): Tomcat 10 + Jackson behind Envoy + tokengate.
 # Debian's tomcat10, default-jdk-headless and libjackson2-databind-java, installed when missing.

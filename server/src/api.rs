@@ -417,7 +417,7 @@ fn snippets(app: &App, user: Option<&str>, secret_text: &str) -> Value {
     })
 }
 
-async fn create_token(
+pub(crate) async fn create_token(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
     body: Bytes,
@@ -543,7 +543,7 @@ async fn secure_mode(app: &App) -> ApiResult<bool> {
         .unwrap_or(false))
 }
 
-async fn patch_token(
+pub(crate) async fn patch_token(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
     Path(id): Path<String>,
@@ -643,7 +643,7 @@ async fn patch_token(
     Ok(Json(token_json(&t, now)))
 }
 
-async fn revoke_token(
+pub(crate) async fn revoke_token(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
     Path(id): Path<String>,
@@ -671,7 +671,7 @@ async fn revoke_token(
     Ok(Json(token_json(&t, now)))
 }
 
-async fn delete_token(
+pub(crate) async fn delete_token(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
     Path(id): Path<String>,
@@ -737,7 +737,7 @@ async fn get_settings(State(app): State<Arc<App>>, _admin: Admin) -> ApiResult<J
     Ok(Json(publish::settings(&app.store).await.map_err(internal)?))
 }
 
-async fn put_settings(
+pub(crate) async fn put_settings(
     State(app): State<Arc<App>>,
     Admin(admin): Admin,
     body: Bytes,

@@ -438,7 +438,9 @@ async fn serve(store: Store, args: ServeArgs, db: &str) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&format!("--xds {}: {e}", args.xds)),
     };
-    let router = api::routes().with_state(app.clone());
+    let router = api::routes()
+        .merge(console::routes())
+        .with_state(app.clone());
     let ecds = xds::Ecds::new(publisher.clone(), store.clone(), instance.clone(), metrics);
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -52,8 +52,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-// The console's sign-in (SPEC §17) is its own step; the hash format is fixed here.
-#[allow(dead_code)]
+/// The console's sign-in (SPEC §17).
 pub fn verify_password(password: &str, hash: &str) -> bool {
     match PasswordHash::new(hash) {
         Ok(parsed) => Argon2::default()

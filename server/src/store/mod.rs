@@ -12,6 +12,7 @@
 //! not at all. Times are Unix milliseconds.
 
 mod audit;
+mod sessions;
 
 pub use audit::AuditQuery;
 
