@@ -53,11 +53,19 @@ pub struct Entry<'a> {
     pub reason: &'a str,
     /// 1-based restriction line that allowed the request.
     pub rule: Option<usize>,
+    /// SPEC §19 `secret`: `"current"` or `"previous"`; `None` leaves it out (no previous secret).
+    pub secret: Option<&'a str>,
+    /// SPEC §19 `shadow_rule`: `None` leaves it out (no shadow lines), `Some(None)` is `null`.
+    pub shadow_rule: Option<Option<usize>>,
 }
 
 /// A line begun at decision time, finished when the stream ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartialLine(String);
+pub struct PartialLine {
+    head: String,
+    /// The SPEC §19 fields, written after `duration_ms` (empty, unallocated, without them).
+    tail: String,
+}
 
 fn push_opt_str(out: &mut String, value: Option<&str>) {
     match value {
@@ -116,7 +124,19 @@ impl Entry<'_> {
             Some(r) => push_uint(&mut out, u64::try_from(r).unwrap_or(u64::MAX)),
             None => out.push_str("null"),
         }
-        PartialLine(out)
+        let mut tail = String::new();
+        if let Some(rule) = self.shadow_rule {
+            tail.push_str(",\"shadow_rule\":");
+            match rule {
+                Some(r) => push_uint(&mut tail, u64::try_from(r).unwrap_or(u64::MAX)),
+                None => tail.push_str("null"),
+            }
+        }
+        if let Some(secret) = self.secret {
+            tail.push_str(",\"secret\":");
+            push_json_string(&mut tail, secret);
+        }
+        PartialLine { head: out, tail }
     }
 }
 
@@ -124,7 +144,7 @@ impl PartialLine {
     /// Adds `status` (the code sent downstream; `None`: no response was sent) and
     /// `duration_ms`, closes the object and ends the line with `\n`.
     pub fn finish(self, status: Option<u32>, duration_ms: i64) -> String {
-        let mut out = self.0;
+        let mut out = self.head;
         out.push_str(",\"status\":");
         match status {
             Some(s) => push_uint(&mut out, u64::from(s)),
@@ -132,6 +152,7 @@ impl PartialLine {
         }
         out.push_str(",\"duration_ms\":");
         push_uint(&mut out, u64::try_from(duration_ms).unwrap_or(0));
+        out.push_str(&self.tail);
         out.push_str("}\n");
         out
     }
@@ -548,6 +569,8 @@ mod tests {
             allowed: true,
             reason: "ok",
             rule: Some(2),
+            secret: None,
+            shadow_rule: None,
         }
     }
 

@@ -105,6 +105,17 @@ pub struct Token {
     pub ips: Vec<Cidr>,
     pub run_as: RunAs,
     pub restrictions: Restrictions,
+    /// `shadow_limit_to` (SPEC §19): evaluated and reported, never enforced.
+    pub shadow: Option<Restrictions>,
+    /// `previous` (SPEC §19): an older secret still accepted until `until`.
+    pub previous: Option<Previous>,
+}
+
+/// An older secret of a token, accepted until `until_ms` (rotation with overlap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Previous {
+    pub digest: Digest,
+    pub until_ms: i64,
 }
 
 /// The compiled configuration.
@@ -119,6 +130,8 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     pub tokens: Vec<Token>,
     index: TokenIndex,
+    /// `previous` secrets: (digest, token index). Few; searched after the index misses.
+    previous: Vec<(Digest, usize)>,
 }
 
 /// Lookup by digest. The map is keyed by the digest's first 8 bytes (uniform, so a trivial
@@ -172,6 +185,19 @@ impl Config {
     /// The token a plaintext credential names.
     pub fn find(&self, token: &str) -> Option<(usize, &Token)> {
         self.find_digest(&digest::sha256(token.as_bytes()))
+    }
+
+    /// The token a credential names, by its current secret (`false`) or its previous one
+    /// (`true`, SPEC §19; the caller checks `until`).
+    pub fn find_secret(&self, token: &str) -> Option<(usize, &Token, bool)> {
+        let d = digest::sha256(token.as_bytes());
+        if let Some((i, t)) = self.find_digest(&d) {
+            return Some((i, t, false));
+        }
+        self.previous
+            .iter()
+            .find(|(p, _)| digest::ct_eq(p, &d))
+            .and_then(|&(_, i)| self.tokens.get(i).map(|t| (i, t, true)))
     }
 
     /// Whether `decoded_path` falls under `protected_paths`.
@@ -396,6 +422,8 @@ mod stream {
 struct TokenSet {
     tokens: Vec<Token>,
     index: TokenIndex,
+    /// Digests of `previous` secrets (few): never one of another token's secrets.
+    previous: Vec<(Digest, usize)>,
     /// The first token given as plaintext: an error once `secure_mode` is known.
     first_plaintext: Option<usize>,
 }
@@ -417,6 +445,45 @@ impl TokenSet {
                 message: format!("same token digest as token `{}`", other.id),
             })
         };
+        let err = |field: String, message: String| ConfigError {
+            field,
+            token: Some(token.id.clone()),
+            line: None,
+            column: None,
+            message,
+        };
+        // No secret may be both one token's current secret and any token's previous one.
+        if let Some(&(_, j)) = self
+            .previous
+            .iter()
+            .find(|(d, _)| digest::ct_eq(d, &token.digest))
+        {
+            let other = self.tokens.get(j).map_or("?", |t| t.id.as_str());
+            return Err(err(
+                format!("tokens[{i}]"),
+                format!("same token digest as the previous secret of token `{other}`"),
+            ));
+        }
+        if let Some(p) = &token.previous {
+            let other = self
+                .find_current(&p.digest)
+                .map(str::to_owned)
+                .or_else(|| {
+                    self.previous
+                        .iter()
+                        .find(|(d, _)| digest::ct_eq(d, &p.digest))
+                        .and_then(|(_, j)| self.tokens.get(*j))
+                        .map(|t| t.id.clone())
+                })
+                .or_else(|| digest::ct_eq(&p.digest, &token.digest).then(|| token.id.clone()));
+            if let Some(other) = other {
+                return Err(err(
+                    format!("tokens[{i}].previous.sha256"),
+                    format!("the previous secret is a secret of token `{other}`"),
+                ));
+            }
+            self.previous.push((p.digest, i));
+        }
         match self.index.by_prefix.entry(prefix(&token.digest)) {
             std::collections::hash_map::Entry::Occupied(slot) => {
                 let first = *slot.get();
@@ -436,8 +503,27 @@ impl TokenSet {
         Ok(())
     }
 
+    /// The id of the token whose current secret is `d`, while loading.
+    fn find_current(&self, d: &Digest) -> Option<&str> {
+        let hit = |i: usize| {
+            self.tokens
+                .get(i)
+                .filter(|t| digest::ct_eq(&t.digest, d))
+                .map(|t| t.id.as_str())
+        };
+        self.index
+            .by_prefix
+            .get(&prefix(d))
+            .and_then(|&i| hit(i))
+            .or_else(|| self.index.overflow.iter().find_map(|&i| hit(i)))
+    }
+
     /// Checks that need the whole set: unique ids, and no plaintext under `secure_mode`.
-    fn finish(self, secure_mode: bool) -> Result<(Vec<Token>, TokenIndex), ConfigError> {
+    #[allow(clippy::type_complexity)]
+    fn finish(
+        self,
+        secure_mode: bool,
+    ) -> Result<(Vec<Token>, TokenIndex, Vec<(Digest, usize)>), ConfigError> {
         if let Some(i) = self.first_plaintext.filter(|_| secure_mode) {
             return Err(ConfigError {
                 field: format!("tokens[{i}].token"),
@@ -464,7 +550,7 @@ impl TokenSet {
                 }
             }
         }
-        Ok((self.tokens, self.index))
+        Ok((self.tokens, self.index, self.previous))
     }
 }
 
@@ -564,7 +650,7 @@ fn from_parts(value: &Value, set: TokenSet) -> Result<Config, ConfigError> {
         None | Some(Value::Null | Value::Array(_)) => {}
         Some(_) => return Err(root.err("tokens", "must be a list of tokens".into())),
     }
-    let (tokens, index) = set.finish(secure_mode)?;
+    let (tokens, index, previous) = set.finish(secure_mode)?;
 
     Ok(Config {
         auth_methods,
@@ -576,6 +662,7 @@ fn from_parts(value: &Value, set: TokenSet) -> Result<Config, ConfigError> {
         audit,
         tokens,
         index,
+        previous,
     })
 }
 
@@ -755,7 +842,18 @@ fn load_token(i: usize, value: &Value) -> Result<(Token, bool), ConfigError> {
     }
     let obj = Obj::new(value, base.clone(), Some(id.clone()))?;
     obj.only(&[
-        "id", "name", "user", "sha256", "token", "expires", "revoked", "ips", "run_as", "limit_to",
+        "id",
+        "name",
+        "user",
+        "sha256",
+        "token",
+        "expires",
+        "revoked",
+        "ips",
+        "run_as",
+        "limit_to",
+        "shadow_limit_to",
+        "previous",
     ])?;
     let name = obj.str("name")?.unwrap_or(&id).to_owned();
     let user = match obj.str("user")? {
@@ -839,6 +937,46 @@ fn load_token(i: usize, value: &Value) -> Result<(Token, bool), ConfigError> {
         column: Some(e.column),
         message: e.message,
     })?;
+    let shadow = match obj.get("shadow_limit_to") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let lines: Vec<String> = match v {
+                Value::String(s) => s.lines().map(str::to_owned).collect(),
+                Value::Array(_) => obj.str_list("shadow_limit_to")?.unwrap_or_default(),
+                _ => {
+                    return Err(obj.err(
+                        "shadow_limit_to",
+                        "must be a list of lines or one string".into(),
+                    ))
+                }
+            };
+            let r = Restrictions::compile(&lines).map_err(|e| ConfigError {
+                field: format!("{base}.shadow_limit_to[{}]", e.line.saturating_sub(1)),
+                token: Some(id.clone()),
+                line: Some(e.line),
+                column: Some(e.column),
+                message: e.message,
+            })?;
+            (!r.is_empty()).then_some(r)
+        }
+    };
+    let previous = match obj.get("previous") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let p = Obj::new(v, format!("{base}.previous"), Some(id.clone()))?;
+            p.only(&["sha256", "until"])?;
+            let digest = p
+                .str("sha256")?
+                .and_then(digest::parse_hex)
+                .ok_or_else(|| p.err("sha256", "must be 64 lowercase hex digits".into()))?;
+            let until = p.str("until")?.ok_or_else(|| {
+                p.err("until", "the time the previous secret stops working".into())
+            })?;
+            let until_ms = crate::time::parse_rfc3339(until)
+                .ok_or_else(|| p.err("until", format!("`{until}` is not an RFC 3339 date-time")))?;
+            Some(Previous { digest, until_ms })
+        }
+    };
     let plaintext = obj.get("token").is_some_and(|v| !v.is_null());
     let token = Token {
         id,
@@ -850,6 +988,8 @@ fn load_token(i: usize, value: &Value) -> Result<(Token, bool), ConfigError> {
         ips,
         run_as,
         restrictions,
+        shadow,
+        previous,
     };
     Ok((token, plaintext))
 }

@@ -107,6 +107,32 @@ pub struct Outcome2 {
     pub denied: bool,
 }
 
+/// The SPEC §19 parts of the decision, as the audit line reports them.
+fn push_extras(j: &mut Map<String, Value>, text: &mut String, e: policy::Extras) {
+    match e.shadow {
+        policy::ShadowRule::Absent => {}
+        policy::ShadowRule::NotEvaluated => {
+            text.push_str("  shadow lines: not evaluated\n");
+            j.insert("shadow_rule".into(), Value::Null);
+        }
+        policy::ShadowRule::Line(0) => {
+            text.push_str(
+                "  shadow lines: none matches (enforced, they would refuse this request)\n",
+            );
+            j.insert("shadow_rule".into(), json!(0));
+        }
+        policy::ShadowRule::Line(n) => {
+            text.push_str(&format!("  shadow lines: line {n} matches\n"));
+            j.insert("shadow_rule".into(), json!(n));
+        }
+    }
+    if let Some(previous) = e.previous_secret {
+        let which = if previous { "previous" } else { "current" };
+        text.push_str(&format!("  secret: {which}\n"));
+        j.insert("secret".into(), json!(which));
+    }
+}
+
 /// Decides and explains.
 pub fn explain(config: &Config, req: &Request, now_ms: i64) -> Outcome2 {
     let headers = Headers(req);
@@ -181,6 +207,7 @@ pub fn explain(config: &Config, req: &Request, now_ms: i64) -> Outcome2 {
             j.insert("user".into(), json!(g.user));
             j.insert("acting_as".into(), json!(g.acting_as));
             j.insert("rule".into(), json!(g.rule));
+            push_extras(&mut j, &mut text, g.extras);
         }
         Decision::Deny(r) => {
             token_index = r.subject.token;
@@ -222,6 +249,7 @@ pub fn explain(config: &Config, req: &Request, now_ms: i64) -> Outcome2 {
                     .map(|t| t.id.clone())),
             );
             j.insert("user".into(), json!(r.subject.user));
+            push_extras(&mut j, &mut text, r.subject.extras);
         }
         Decision::Buffer(_) => {
             token_index = None;

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use crate::audit::{Entry, PartialLine};
 use crate::config::Config;
-use crate::policy::{self, Grant, Pending, Reason, Refusal, Subject};
+use crate::policy::{self, Extras, Grant, Pending, Reason, Refusal, ShadowRule, Subject};
 use crate::reply;
 
 /// What the audit line and the rewrite need of a request, as received.
@@ -122,6 +122,7 @@ struct Verdict<'a> {
     allowed: bool,
     reason: &'a str,
     rule: Option<usize>,
+    extras: Extras,
 }
 
 fn begin_line(config: &Config, req: &RequestLine, v: &Verdict) -> PartialLine {
@@ -139,6 +140,15 @@ fn begin_line(config: &Config, req: &RequestLine, v: &Verdict) -> PartialLine {
         allowed: v.allowed,
         reason: v.reason,
         rule: v.rule,
+        secret: v
+            .extras
+            .previous_secret
+            .map(|p| if p { "previous" } else { "current" }),
+        shadow_rule: match v.extras.shadow {
+            ShadowRule::Absent => None,
+            ShadowRule::NotEvaluated => Some(None),
+            ShadowRule::Line(n) => Some(Some(n)),
+        },
     }
     .begin()
 }
@@ -164,6 +174,7 @@ pub fn deny<'c>(config: &'c Config, refusal: &'c Refusal, req: &RequestLine) -> 
             allowed: false,
             reason: refusal.reason.as_str(),
             rule: None,
+            extras: refusal.subject.extras,
         },
     );
     let mut headers = vec![("content-type", reply::CONTENT_TYPE)];
@@ -241,6 +252,7 @@ pub fn allow<'c>(config: &'c Config, grant: &'c Grant, req: &RequestLine) -> All
                 allowed: true,
                 reason: Reason::Ok.as_str(),
                 rule: grant.rule,
+                extras: grant.extras,
             },
         ),
     }
@@ -259,6 +271,7 @@ impl Allowance<'_> {
                 allowed: false,
                 reason: "internal_error",
                 rule: None,
+                extras: not_evaluated(grant.extras),
             },
         );
         (failure_reply(500, "internal error"), line)
@@ -276,6 +289,7 @@ pub fn body_limit(config: &Config, pending: &Pending, size: usize) -> Option<Ref
             subject: Subject {
                 token: Some(pending.grant.token),
                 user: Some(pending.grant.user.clone()),
+                extras: not_evaluated(pending.grant.extras),
             },
         })
 }
@@ -289,8 +303,17 @@ pub fn body_unavailable(pending: &Pending) -> Refusal {
         subject: Subject {
             token: Some(pending.grant.token),
             user: Some(pending.grant.user.clone()),
+            extras: not_evaluated(pending.grant.extras),
         },
     }
+}
+
+/// A request refused before its shadow lines could be judged on the body.
+fn not_evaluated(mut e: Extras) -> Extras {
+    if e.shadow != ShadowRule::Absent {
+        e.shadow = ShadowRule::NotEvaluated;
+    }
+    e
 }
 
 #[cfg(test)]
@@ -326,6 +349,7 @@ mod tests {
             subject: Subject {
                 token: Some(0),
                 user: Some("alice".into()),
+                extras: Extras::default(),
             },
         };
         let d = deny(&c, &r, &req());
@@ -358,6 +382,7 @@ mod tests {
             user: "alice".into(),
             acting_as: "alice".into(),
             rule: None,
+            extras: Extras::default(),
         };
         let a = allow(&c, &g, &req());
         assert_eq!(

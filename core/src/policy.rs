@@ -95,6 +95,28 @@ pub struct Subject {
     pub token: Option<usize>,
     /// The token's bound user, or the Basic username for a user-less token.
     pub user: Option<String>,
+    pub extras: Extras,
+}
+
+/// `shadow_rule` of the audit line (SPEC §19).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShadowRule {
+    /// The token has no shadow lines: the field is left out.
+    #[default]
+    Absent,
+    /// Not evaluated (`null`): refused before the lines, or only a shadow JsonData line could
+    /// match a body the filter does not buffer.
+    NotEvaluated,
+    /// The 1-based shadow line that matched; 0: none (the request would have been refused).
+    Line(usize),
+}
+
+/// What the audit line reports beyond SPEC §11 (SPEC §19).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// `Some(true)`: the previous secret was used; `None`: the token has no previous secret.
+    pub previous_secret: Option<bool>,
+    pub shadow: ShadowRule,
 }
 
 /// A refused request: answered locally, nothing reaches the upstream.
@@ -114,6 +136,7 @@ pub struct Grant {
     pub acting_as: String,
     /// The 1-based restriction line that allowed it; `None` for an unrestricted token.
     pub rule: Option<usize>,
+    pub extras: Extras,
 }
 
 /// A request whose decision waits for its body (a JsonData line can still match).
@@ -124,6 +147,8 @@ pub struct Pending {
     path: String,
     query: String,
     form_body: bool,
+    /// A shadow JsonData line can match: evaluate it on the body being buffered anyway.
+    shadow_needs_body: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +240,7 @@ pub fn decide_protected(
     let Some(secret) = credential.token() else {
         return unknown();
     };
-    let Some((index, token)) = config.find(secret) else {
+    let Some((index, token, previous)) = config.find_secret(secret) else {
         // Our own prefix makes a mistyped or deleted token recognisable: never hand it on.
         if secret.starts_with("tg_") {
             return refuse(401, Reason::UnknownToken, "unknown token", &nobody);
@@ -227,11 +252,23 @@ pub fn decide_protected(
         (None, Credential::Basic { user, .. }) => user.clone(),
         (None, _) => String::new(),
     };
-    let subject = Subject {
+    let mut subject = Subject {
         token: Some(index),
         user: (!user.is_empty()).then(|| user.clone()),
+        extras: Extras {
+            previous_secret: token.previous.map(|_| previous),
+            shadow: if token.shadow.is_some() {
+                ShadowRule::NotEvaluated
+            } else {
+                ShadowRule::Absent
+            },
+        },
     };
 
+    // The previous secret of a rotated token works until its `until`, then reads as expired.
+    if previous && token.previous.is_some_and(|p| p.until_ms <= now_ms) {
+        return refuse(401, Reason::Expired, "token expired", &subject);
+    }
     if let Some(refusal) = check_token(config, token, &credential, &subject, now_ms) {
         return refusal;
     }
@@ -286,11 +323,12 @@ pub fn decide_protected(
             }
         }
     };
-    let grant = Grant {
+    let mut grant = Grant {
         token: index,
         user,
         acting_as,
         rule: None,
+        extras: subject.extras,
     };
 
     // The canonical request (§7): decide on the bytes the app will act on, or refuse.
@@ -319,7 +357,22 @@ pub fn decide_protected(
         query,
         form_body,
     };
-    match token.restrictions.evaluate_head(&view) {
+    let verdict = token.restrictions.evaluate_head(&view);
+    // Shadow lines never decide and never make the filter buffer a body it would not buffer
+    // anyway (SPEC §19).
+    let mut shadow_needs_body = false;
+    if let Some(shadow) = &token.shadow {
+        subject.extras.shadow = match shadow.evaluate_head(&view) {
+            HeadVerdict::Allow(rule) => ShadowRule::Line(rule.unwrap_or(0)),
+            HeadVerdict::Deny => ShadowRule::Line(0),
+            HeadVerdict::NeedBody => {
+                shadow_needs_body = verdict == HeadVerdict::NeedBody;
+                ShadowRule::NotEvaluated
+            }
+        };
+        grant.extras = subject.extras;
+    }
+    match verdict {
         HeadVerdict::Allow(rule) => Decision::Allow(Grant { rule, ..grant }),
         HeadVerdict::Deny => refuse(
             403,
@@ -376,6 +429,7 @@ pub fn decide_protected(
                 path: path.into_owned(),
                 query: raw_query.to_owned(),
                 form_body,
+                shadow_needs_body,
             };
             if end_of_stream {
                 return match decide_body(config, &pending, &[]) {
@@ -452,9 +506,30 @@ fn check_token(
 
 /// Decides a buffered request once its whole body is known.
 pub fn decide_body(config: &Config, pending: &Pending, body: &[u8]) -> Result<Grant, Refusal> {
+    let mut extras = pending.grant.extras;
+    let token = config.tokens.get(pending.grant.token);
+    if pending.shadow_needs_body {
+        if let (Some(shadow), Ok(query)) = (
+            token.and_then(|t| t.shadow.as_ref()),
+            Query::parse(&pending.query),
+        ) {
+            let view = RequestView {
+                method: &pending.method,
+                path: &pending.path,
+                query,
+                form_body: pending.form_body,
+            };
+            extras.shadow = match shadow.evaluate_body(&view, body) {
+                Ok(BodyVerdict::Allow(line)) => ShadowRule::Line(line),
+                Ok(BodyVerdict::Deny) => ShadowRule::Line(0),
+                Err(_) => ShadowRule::NotEvaluated,
+            };
+        }
+    }
     let subject = Subject {
         token: Some(pending.grant.token),
         user: Some(pending.grant.user.clone()),
+        extras,
     };
     let deny = |status, reason, message: Cow<'static, str>| Refusal {
         status,
@@ -469,7 +544,7 @@ pub fn decide_body(config: &Config, pending: &Pending, body: &[u8]) -> Result<Gr
             "request body too large".into(),
         ));
     }
-    let token = config.tokens.get(pending.grant.token).ok_or_else(|| {
+    let token = token.ok_or_else(|| {
         deny(
             403,
             Reason::Restricted,
@@ -487,6 +562,7 @@ pub fn decide_body(config: &Config, pending: &Pending, body: &[u8]) -> Result<Gr
     match token.restrictions.evaluate_body(&view, body) {
         Ok(BodyVerdict::Allow(line)) => Ok(Grant {
             rule: Some(line),
+            extras,
             ..pending.grant.clone()
         }),
         Ok(BodyVerdict::Deny) => Err(deny(
@@ -992,6 +1068,135 @@ mod tests {
                 Fake::default().basic("alice", "tg_nope")
             )),
             (401, "unknown_token")
+        );
+    }
+
+    fn extras(d: &Decision) -> Extras {
+        match d {
+            Decision::Allow(g) => g.extras,
+            Decision::Buffer(p) => p.grant.extras,
+            Decision::Deny(r) => r.subject.extras,
+            Decision::Pass => Extras::default(),
+        }
+    }
+
+    #[test]
+    fn shadow_lines_report_and_never_decide() {
+        let t = r#"{"id":"s","user":"u","token":"tg_shadowtoken","limit_to":["[get,post]/rest/.*"],
+            "shadow_limit_to":["[get]/rest/api/2/issue/JRA-[0-9]+","[post]/rest/api/2/issue[JsonData::fields.project.key==JRA]"]}"#;
+        let c = cfg(r#""auth_methods":"both","#, t);
+        let req = || Fake::default().bearer("tg_shadowtoken");
+        let d = decide(&c, "GET", "/rest/api/2/issue/JRA-1", req());
+        assert_eq!(
+            (status(&d), extras(&d).shadow),
+            ((200, "ok"), ShadowRule::Line(1))
+        );
+        // Allowed, though no shadow line would have: reported as 0, still allowed.
+        let d = decide(&c, "GET", "/rest/api/2/project", req());
+        assert_eq!(
+            (status(&d), extras(&d).shadow),
+            ((200, "ok"), ShadowRule::Line(0))
+        );
+        // Refused stays refused.
+        let d = decide(&c, "DELETE", "/rest/api/2/issue/JRA-1", req());
+        assert_eq!(
+            (status(&d), extras(&d).shadow),
+            ((403, "restricted"), ShadowRule::Line(0))
+        );
+        // A shadow JsonData line never makes the filter buffer: allowed at once, not evaluated.
+        let d = decide_headers(
+            &c,
+            "POST",
+            "/rest/api/2/issue",
+            &req()
+                .with("content-type", "application/json")
+                .with("content-length", "9"),
+            NOW,
+            false,
+        );
+        assert_eq!(
+            (status(&d), extras(&d).shadow),
+            ((200, "ok"), ShadowRule::NotEvaluated)
+        );
+        // Without shadow lines the field is absent.
+        let c2 = cfg(
+            r#""auth_methods":"both","#,
+            r#"{"id":"p","user":"u","token":"tg_plain"}"#,
+        );
+        let d = decide(&c2, "GET", "/rest/x", Fake::default().bearer("tg_plain"));
+        assert_eq!(extras(&d), Extras::default());
+    }
+
+    #[test]
+    fn a_shadow_json_line_is_judged_on_a_body_buffered_anyway() {
+        let t = r#"{"id":"s","user":"u","token":"tg_shadowtoken",
+            "limit_to":["[post]/rest/api/2/issue[JsonData::fields.project.key==JRA|KAN]"],
+            "shadow_limit_to":["[post]/rest/api/2/issue[JsonData::fields.project.key==JRA]"]}"#;
+        let c = cfg(r#""auth_methods":"both","#, t);
+        let head = Fake::default()
+            .bearer("tg_shadowtoken")
+            .with("content-type", "application/json")
+            .with("content-length", "30");
+        let Decision::Buffer(p) =
+            decide_headers(&c, "POST", "/rest/api/2/issue", &head, NOW, false)
+        else {
+            panic!("expected to buffer");
+        };
+        let g = decide_body(&c, &p, br#"{"fields":{"project":{"key":"JRA"}}}"#).unwrap();
+        assert_eq!(g.extras.shadow, ShadowRule::Line(1));
+        let g = decide_body(&c, &p, br#"{"fields":{"project":{"key":"KAN"}}}"#).unwrap();
+        assert_eq!(g.extras.shadow, ShadowRule::Line(0));
+    }
+
+    #[test]
+    fn the_previous_secret_works_until_its_until() {
+        let prev = crate::digest::to_hex(&crate::digest::sha256(b"tg_oldsecret"));
+        let t = format!(
+            r#"{{"id":"r","user":"u","token":"tg_newsecret","previous":{{"sha256":"{prev}","until":"2027-01-15T08:00:01Z"}}}}"#
+        );
+        let c = cfg(r#""auth_methods":"both","#, &t);
+        let d = decide(&c, "GET", "/rest/x", Fake::default().bearer("tg_newsecret"));
+        assert_eq!(
+            (status(&d), extras(&d).previous_secret),
+            ((200, "ok"), Some(false))
+        );
+        let d = decide(&c, "GET", "/rest/x", Fake::default().bearer("tg_oldsecret"));
+        assert_eq!(
+            (status(&d), extras(&d).previous_secret),
+            ((200, "ok"), Some(true))
+        );
+        // NOW is 2027-01-15T08:00:00Z: a second later the old secret reads as expired.
+        let later = decide_headers(
+            &c,
+            "GET",
+            "/rest/x",
+            &Fake::default().bearer("tg_oldsecret"),
+            NOW + 1000,
+            true,
+        );
+        assert_eq!(status(&later), (401, "expired"));
+        let d = decide(&c, "GET", "/rest/x", Fake::default().bearer("tg_other"));
+        assert_eq!(status(&d), (401, "unknown_token"));
+    }
+
+    #[test]
+    fn a_previous_secret_may_not_be_another_tokens_secret() {
+        let a = crate::digest::to_hex(&crate::digest::sha256(b"tg_a"));
+        let text = format!(
+            r#"{{"tokens":[{{"id":"a","token":"tg_a"}},{{"id":"b","token":"tg_b","previous":{{"sha256":"{a}","until":"2030-01-01T00:00:00Z"}}}}]}}"#
+        );
+        let e = config::load(text.as_bytes()).unwrap_err();
+        assert_eq!(e.field, "tokens[1].previous.sha256");
+        let bad = r#"{"tokens":[{"id":"b","token":"tg_b","previous":{"sha256":"xx","until":"2030-01-01T00:00:00Z"}}]}"#;
+        assert_eq!(
+            config::load(bad.as_bytes()).unwrap_err().field,
+            "tokens[0].previous.sha256"
+        );
+        let bad = r#"{"tokens":[{"id":"b","token":"tg_b","shadow_limit_to":["[get](a"]}]}"#;
+        let e = config::load(bad.as_bytes()).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("tokens[0].shadow_limit_to[0]", Some(1))
         );
     }
 }

@@ -224,6 +224,8 @@ mod tests {
             allowed: true,
             reason: "ok",
             rule: Some(2),
+            secret: None,
+            shadow_rule: None,
         };
         e.begin().finish(Some(200), 3)
     }

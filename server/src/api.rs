@@ -152,6 +152,9 @@ pub fn routes() -> Router<Arc<App>> {
         )
         .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
         .route("/api/v1/tokens/{id}/suggest", get(suggest_lines))
+        .route("/api/v1/tokens/{id}/rotate", post(rotate_token))
+        .route("/api/v1/tokens/{id}/promote", post(promote_shadow))
+        .route("/api/v1/tokens/{id}/shadow", get(shadow_report))
         .route("/api/v1/settings", get(get_settings).put(put_settings))
         .route("/api/v1/config", get(get_config))
         .route("/api/v1/fleet", get(get_fleet))
@@ -222,10 +225,10 @@ fn str_list(body: &Map<String, Value>, key: &str) -> ApiResult<Option<Vec<String
 
 /// `limit_to`: a list, or one string with `\n` or `<br>` between lines (as the original
 /// app's API returns them). Blank lines between are dropped.
-fn lines(body: &Map<String, Value>) -> ApiResult<Option<Vec<String>>> {
-    match body.get("limit_to") {
+fn lines(body: &Map<String, Value>, key: &str) -> ApiResult<Option<Vec<String>>> {
+    match body.get(key) {
         Some(Value::String(s)) => Ok(Some(split_lines(s))),
-        _ => str_list(body, "limit_to"),
+        _ => str_list(body, key),
     }
 }
 
@@ -294,6 +297,12 @@ pub fn token_json(t: &TokenRow, now: i64) -> Value {
         "ips": t.ips,
         "run_as": t.run_as,
         "limit_to": t.limit_to,
+        "shadow_limit_to": t.shadow_limit_to,
+        "previous": t.previous.as_ref().map(|p| json!({
+            "sha256": p.sha256,
+            "since": time::format_rfc3339_ms(p.since),
+            "until": time::format_rfc3339_ms(p.until),
+        })),
         "usage": {
             "calls": t.usage.calls,
             "allowed": t.usage.allowed,
@@ -434,6 +443,7 @@ pub(crate) async fn create_token(
             "ips",
             "run_as",
             "limit_to",
+            "shadow_limit_to",
             "token",
         ],
     )?;
@@ -473,7 +483,9 @@ pub(crate) async fn create_token(
         revoked_by: None,
         ips: str_list(&body, "ips")?.unwrap_or_default(),
         run_as: str_list(&body, "run_as")?.unwrap_or_default(),
-        limit_to: lines(&body)?.unwrap_or_default(),
+        limit_to: lines(&body, "limit_to")?.unwrap_or_default(),
+        shadow_limit_to: lines(&body, "shadow_limit_to")?.unwrap_or_default(),
+        previous: None,
         usage: Default::default(),
     };
     let settings = publish::settings(&app.store).await.map_err(internal)?;
@@ -575,6 +587,7 @@ pub(crate) async fn patch_token(
             "run_as",
             "expires",
             "expires_in_days",
+            "shadow_limit_to",
         ],
     )?;
     let mut t = app.store.token(&id).await.map_err(|e| match e {
@@ -599,9 +612,13 @@ pub(crate) async fn patch_token(
         t.name = name.to_owned();
         changed.push("name");
     }
-    if let Some(l) = lines(&body)? {
+    if let Some(l) = lines(&body, "limit_to")? {
         t.limit_to = l;
         changed.push("limit_to");
+    }
+    if let Some(l) = lines(&body, "shadow_limit_to")? {
+        t.shadow_limit_to = l;
+        changed.push("shadow_limit_to");
     }
     if let Some(ips) = str_list(&body, "ips")? {
         t.ips = ips;
@@ -668,6 +685,184 @@ pub(crate) async fn revoke_token(
         app.metrics.changes.fetch_add(1, Ordering::Relaxed);
     }
     let t = app.store.token(&id).await?;
+    Ok(Json(token_json(&t, now)))
+}
+
+/// `POST /api/v1/tokens/{id}/rotate {"grace_hours": N}` (SPEC §19): a new secret, shown once;
+/// the old one keeps working for N hours (default 24, at most 720), so scripts can switch over.
+pub(crate) async fn rotate_token(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body = if body.is_empty() {
+        Map::new()
+    } else {
+        parse_body(&body)?
+    };
+    only(&body, &["grace_hours"])?;
+    // Hours, fractions allowed (0.5 = 30 minutes).
+    let grace = match body.get("grace_hours") {
+        None | Some(Value::Null) => 24.0,
+        Some(v) => match v.as_f64() {
+            Some(h) if (0.0..=720.0).contains(&h) => h,
+            _ => {
+                return Err(ApiError::bad(
+                    "grace_hours",
+                    "`grace_hours` must be 0 to 720",
+                ))
+            }
+        },
+    };
+    #[allow(clippy::cast_possible_truncation)]
+    let grace_ms = (grace * 3_600_000.0) as i64;
+    let mut t = app.store.token(&id).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
+        o => o.into(),
+    })?;
+    if t.revoked_at.is_some() {
+        return Err(ApiError::conflict("the token is revoked; create a new one"));
+    }
+    let now = now_ms();
+    let secret_text = token::generate().map_err(internal)?;
+    t.previous = (grace_ms > 0).then(|| crate::store::PreviousSecret {
+        sha256: t.sha256.clone(),
+        since: now,
+        until: now + grace_ms,
+    });
+    t.sha256 = secret::sha256_hex(&secret_text);
+    let settings = publish::settings(&app.store).await.map_err(internal)?;
+    plugin::check_token(&settings, &plugin::token_entry(&t))?;
+    app.store
+        .update_token(
+            &t,
+            Audit {
+                admin: &admin,
+                action: "token.rotate",
+                target: Some(&id),
+                detail: Some(format!("new secret; the previous one works for {grace} h")),
+            },
+            now,
+        )
+        .await?;
+    app.publisher.changed();
+    app.metrics.changes.fetch_add(1, Ordering::Relaxed);
+    let mut answer = Map::new();
+    answer.insert("token".into(), token_json(&t, now));
+    answer.insert("secret".into(), json!(secret_text));
+    answer.insert(
+        "snippets".into(),
+        snippets(&app, t.user.as_deref(), &secret_text),
+    );
+    let mut r = (StatusCode::OK, Json(Value::Object(answer))).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(r)
+}
+
+/// `GET /api/v1/tokens/{id}/shadow?days=7`: how the shadow lines would have decided the
+/// token's calls (per line: calls it matched; `would_refuse`: calls none matched).
+async fn shadow_report(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Query(p): Query<SuggestParams>,
+) -> ApiResult<Json<Value>> {
+    let days = match p.days.as_deref().filter(|d| !d.is_empty()) {
+        None => 7,
+        Some(d) => match d.parse::<i64>() {
+            Ok(n) if (1..=366).contains(&n) => n,
+            _ => return Err(ApiError::bad("days", "`days` must be 1 to 366")),
+        },
+    };
+    let t = app.store.token(&id).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
+        o => o.into(),
+    })?;
+    let mut per_line = vec![0i64; t.shadow_limit_to.len()];
+    let (mut would_refuse, mut not_evaluated, mut previous_secret) = (0i64, 0i64, 0i64);
+    for (extra, n) in app
+        .store
+        .extra_counts(&id, now_ms() - days * DAY_MS)
+        .await?
+    {
+        let Ok(v) = serde_json::from_str::<Value>(&extra) else {
+            continue;
+        };
+        match v.get("shadow_rule") {
+            Some(Value::Null) => not_evaluated += n,
+            Some(r) => match r.as_u64() {
+                Some(0) => would_refuse += n,
+                Some(k) => {
+                    if let Some(slot) = usize::try_from(k - 1)
+                        .ok()
+                        .and_then(|i| per_line.get_mut(i))
+                    {
+                        *slot += n;
+                    }
+                }
+                None => {}
+            },
+            None => {}
+        }
+        if v.get("secret").and_then(Value::as_str) == Some("previous") {
+            previous_secret += n;
+        }
+    }
+    Ok(Json(json!({
+        "token": id,
+        "days": days,
+        "lines": t.shadow_limit_to.iter().zip(&per_line).enumerate().map(|(i, (l, n))| json!({
+            "line": i + 1, "source": l, "calls": n,
+        })).collect::<Vec<_>>(),
+        "would_refuse": would_refuse,
+        "not_evaluated": not_evaluated,
+        "previous_secret_calls": previous_secret,
+    })))
+}
+
+/// `POST /api/v1/tokens/{id}/promote`: the shadow lines become the enforced lines, in one
+/// change (SPEC §19).
+pub(crate) async fn promote_shadow(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let mut t = app.store.token(&id).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
+        o => o.into(),
+    })?;
+    if secure_mode(&app).await? {
+        return Err(ApiError::conflict(
+            "secure mode: tokens cannot be changed, only revoked or deleted",
+        ));
+    }
+    if t.shadow_limit_to.is_empty() {
+        return Err(ApiError::conflict(
+            "the token has no shadow lines to promote",
+        ));
+    }
+    let now = now_ms();
+    t.limit_to = std::mem::take(&mut t.shadow_limit_to);
+    let settings = publish::settings(&app.store).await.map_err(internal)?;
+    plugin::check_token(&settings, &plugin::token_entry(&t))?;
+    app.store
+        .update_token(
+            &t,
+            Audit {
+                admin: &admin,
+                action: "token.promote",
+                target: Some(&id),
+                detail: Some(format!("{} shadow line(s) now enforced", t.limit_to.len())),
+            },
+            now,
+        )
+        .await?;
+    app.publisher.changed();
+    app.metrics.changes.fetch_add(1, Ordering::Relaxed);
     Ok(Json(token_json(&t, now)))
 }
 

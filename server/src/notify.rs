@@ -1,5 +1,7 @@
 //! Notices (SPEC §19): JSON POSTs to `--notify-url` for `token.expiring` (14, 3 and 1 days
-//! before), `token.unused` (no allowed call for `--unused-notice-days`), `token.revoked`; and
+//! before), `token.unused` (no allowed call for `--unused-notice-days`), `token.revoked`,
+//! `token.secret_previous_used` (the old secret of a rotated token used after half its grace
+//! period); and
 //! the optional `--revoke-unused-after-days` auto-revoke.
 //!
 //! A scan (every `--notify-scan-seconds`) turns what is due into rows of the `notices` table,
@@ -25,6 +27,10 @@ pub struct Settings {
     pub unused_days: i64,
     pub revoke_unused_after_days: Option<i64>,
     pub scan: Duration,
+}
+
+fn at_text(now: i64) -> String {
+    time::format_rfc3339_ms(now)
 }
 
 /// The notices due now, as (dedupe key, event, token id, body).
@@ -78,6 +84,23 @@ async fn due(
                                "expires": time::format_rfc3339_ms(exp), "days": d, "user": t.user})
                         .to_string(),
                     ));
+                }
+            }
+            // The old secret still in use after half the grace period: a script was missed.
+            if let Some(p) = &t.previous {
+                let half = p.since + (p.until - p.since) / 2;
+                if now >= half && now < p.until {
+                    if let Some(at) = store.previous_secret_used(&t.id, half).await? {
+                        out.push((
+                            format!("token.secret_previous_used:{}:{}", t.id, p.until),
+                            "token.secret_previous_used".into(),
+                            t.id.clone(),
+                            json!({"event": "token.secret_previous_used", "token_id": t.id, "at": at_text(now),
+                                   "last_used_at": time::format_rfc3339_ms(at),
+                                   "until": time::format_rfc3339_ms(p.until)})
+                            .to_string(),
+                        ));
+                    }
                 }
             }
             let last_use = t.usage.last_used_at.unwrap_or(t.created_at);

@@ -69,6 +69,15 @@ pub fn token_entry(t: &TokenRow) -> Value {
     if !t.limit_to.is_empty() {
         m.insert("limit_to".into(), json!(t.limit_to));
     }
+    if !t.shadow_limit_to.is_empty() {
+        m.insert("shadow_limit_to".into(), json!(t.shadow_limit_to));
+    }
+    if let Some(p) = &t.previous {
+        m.insert(
+            "previous".into(),
+            json!({"sha256": p.sha256, "until": rfc3339_s(p.until)}),
+        );
+    }
     Value::Object(m)
 }
 
@@ -188,6 +197,8 @@ mod tests {
             ips: vec![],
             run_as: vec![],
             limit_to: lines.iter().map(|s| s.to_string()).collect(),
+            shadow_limit_to: vec![],
+            previous: None,
             usage: Default::default(),
         }
     }

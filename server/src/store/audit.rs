@@ -273,6 +273,35 @@ impl Store {
             .collect()
     }
 
+    /// The SPEC §19 fields of one token's lines since `from`, with their counts (few
+    /// distinct values: shadow line numbers, null, and the secret used).
+    pub async fn extra_counts(&self, token: &str, from: i64) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT extra, COUNT(*) AS n FROM audit_lines WHERE token_id = $1 AND ts >= $2 \
+             AND extra IS NOT NULL GROUP BY extra",
+        )
+        .bind(token)
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("extra")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// When the previous secret of a token was last used since `from` (SPEC §19 notice).
+    pub async fn previous_secret_used(&self, token: &str, from: i64) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MAX(ts) AS at FROM audit_lines WHERE token_id = $1 AND ts >= $2 \
+             AND extra LIKE '%\"secret\":\"previous\"%'",
+        )
+        .bind(token)
+        .bind(from)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("at")?)
+    }
+
     /// Retention: lines (and batch ids) older than `cutoff` go; usage totals stay.
     pub async fn delete_audit_before(&self, cutoff: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM audit_lines WHERE ts < $1")

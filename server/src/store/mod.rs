@@ -85,7 +85,18 @@ pub struct TokenRow {
     pub ips: Vec<String>,
     pub run_as: Vec<String>,
     pub limit_to: Vec<String>,
+    /// SPEC §19: evaluated and reported, never enforced.
+    pub shadow_limit_to: Vec<String>,
+    /// SPEC §19: the secret it replaced, accepted until `until`.
+    pub previous: Option<PreviousSecret>,
     pub usage: Usage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub sha256: String,
+    pub since: i64,
+    pub until: i64,
 }
 
 /// The token list's filters (`GET /api/v1/tokens`).
@@ -141,6 +152,7 @@ pub struct Audit<'a> {
 
 const TOKEN_COLUMNS: &str = "t.id, t.name, t.user_name, t.sha256, t.created_at, t.created_by, \
      t.expires_at, t.revoked_at, t.revoked_by, t.ips, t.run_as, t.limit_to, \
+     t.shadow_limit_to, t.previous_sha256, t.previous_since, t.previous_until, \
      COALESCE(u.calls, 0) AS calls, COALESCE(u.allowed, 0) AS allowed, \
      COALESCE(u.denied, 0) AS denied, u.last_used_at, u.last_client_ip";
 
@@ -175,6 +187,19 @@ fn token_from(row: &AnyRow) -> Result<TokenRow> {
         ips: json_list(&text("ips")?),
         run_as: json_list(&text("run_as")?),
         limit_to: json_list(&text("limit_to")?),
+        shadow_limit_to: json_list(&text("shadow_limit_to")?),
+        previous: match (
+            row.try_get::<Option<String>, _>("previous_sha256")?,
+            row.try_get::<Option<i64>, _>("previous_since")?,
+            row.try_get::<Option<i64>, _>("previous_until")?,
+        ) {
+            (Some(sha256), Some(since), Some(until)) => Some(PreviousSecret {
+                sha256,
+                since,
+                until,
+            }),
+            _ => None,
+        },
         usage: Usage {
             calls: row.try_get("calls")?,
             allowed: row.try_get("allowed")?,
@@ -310,8 +335,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO tokens (id, name, user_name, sha256, created_at, created_by, expires_at, \
-             revoked_at, revoked_by, ips, run_as, limit_to) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             revoked_at, revoked_by, ips, run_as, limit_to, shadow_limit_to) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&t.id)
         .bind(&t.name)
@@ -325,6 +350,7 @@ impl Store {
         .bind(list_json(&t.ips))
         .bind(list_json(&t.run_as))
         .bind(list_json(&t.limit_to))
+        .bind(list_json(&t.shadow_limit_to))
         .execute(&mut *tx)
         .await?;
         bump(&mut tx, now).await?;
@@ -442,14 +468,20 @@ impl Store {
     pub async fn update_token(&self, t: &TokenRow, log: Audit<'_>, now: i64) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "UPDATE tokens SET name = $1, expires_at = $2, ips = $3, run_as = $4, limit_to = $5 \
-             WHERE id = $6",
+            "UPDATE tokens SET name = $1, expires_at = $2, ips = $3, run_as = $4, limit_to = $5, \
+             shadow_limit_to = $6, sha256 = $7, previous_sha256 = $8, previous_since = $9, \
+             previous_until = $10 WHERE id = $11",
         )
         .bind(&t.name)
         .bind(t.expires_at)
         .bind(list_json(&t.ips))
         .bind(list_json(&t.run_as))
         .bind(list_json(&t.limit_to))
+        .bind(list_json(&t.shadow_limit_to))
+        .bind(&t.sha256)
+        .bind(t.previous.as_ref().map(|p| p.sha256.clone()))
+        .bind(t.previous.as_ref().map(|p| p.since))
+        .bind(t.previous.as_ref().map(|p| p.until))
         .bind(&t.id)
         .execute(&mut *tx)
         .await?;
