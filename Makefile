@@ -173,7 +173,7 @@ bench: venv wasm native $(EMPTY_WASM)
 .PHONY: bench-service
 bench-service: venv wasm service-tools
 	cargo build --profile server -p tokengate-server
-	TOKENGATE_SERVER_BIN=target/server/tokengate-server $(PY) scripts/bench-service.py
+	TOKENGATE_SERVER_BIN=$(abspath target/server/tokengate-server) $(PY) scripts/bench-service.py
 
 # Where tokengate's own wasm code spends its time: Node's CPU profiler on bench/wasm-host/host.mjs,
 # top functions by self and inclusive time. PROFILE_CASE: bearer (default), basic10, json, 100k.

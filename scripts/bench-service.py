@@ -2,6 +2,8 @@
 """`make bench` (second part) / `make bench-service`: the token service and the audit store.
 
 Token service (SQLite; SPEC §15):
+0. Time to effect on two Envoys at once (a small set): 10 creates (-> 200 on both) and
+   10 revokes (-> 401 on both), from the API call.
 1. API create rate: BENCH_API_TOKENS (1,000) tokens created one by one through POST /api/v1/tokens.
 2. Scale: the store filled to BENCH_TOKENS (100,000) tokens (the rest written straight into the
    database, then one generation bump), an Envoy subscribed by ECDS: time from Envoy start to the
@@ -172,6 +174,40 @@ def bench_tokens(work: str, demo) -> dict:
         srv.stop()
 
 
+def bench_two_envoys(work: str, demo) -> dict:
+    srv = Server(os.path.join(work, "two"), f"sqlite://{work}/two.db")
+    srv.start()
+    envs = []
+    try:
+        srv.ok("PUT", "/api/v1/settings", {"auth_methods": "both"})
+        secrets = [srv.create(name=f"t{i}", id=f"t{i}", user="u")[1] for i in range(10)]
+        for n in ("a", "b"):
+            e = service_envoy(os.path.join(work, "two-" + n), demo.upstream.port, srv, node_id="two-" + n)
+            e.start()
+            envs.append(e)
+
+        def st(e, s):
+            return e.request("GET", "/rest/api/2/myself", headers={"Authorization": f"Bearer {s}"}).status
+
+        wait_for(lambda: all(st(e, s) == 200 for e in envs for s in secrets), 20)
+        create, revoke = [], []
+        for i in range(10):
+            t = time.monotonic()
+            _, s = srv.create(name=f"n{i}", id=f"n{i}", user="u")
+            wait_for(lambda: all(st(e, s) == 200 for e in envs), 5, 0.005)
+            create.append(time.monotonic() - t)
+            t = time.monotonic()
+            srv.ok("POST", f"/api/v1/tokens/t{i}/revoke")
+            wait_for(lambda: all(st(e, secrets[i]) == 401 for e in envs), 5, 0.005)
+            revoke.append(time.monotonic() - t)
+            time.sleep(0.3)
+        return {"create": create, "revoke": revoke}
+    finally:
+        for e in envs:
+            e.stop()
+        srv.stop()
+
+
 # --------------------------------------------------------------------------- audit
 
 
@@ -282,10 +318,15 @@ def bench_audit(work: str, db_url: str, label: str, pg=None, path: str | None = 
 # --------------------------------------------------------------------------- report
 
 
-def report(tk, audits) -> str:
+def report(tk, audits, two=None) -> str:
     L = ["# tokengate-server benchmarks", "",
          f"`make bench` (scripts/bench-service.py), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
          f"{platform.node()}, {os.cpu_count()} cores. Debug build of tokengate-server (what `make test` builds).", ""]
+    if two:
+        f = lambda v: f"median {statistics.median(v) * 1000:.0f} ms, max {max(v) * 1000:.0f} ms"  # noqa: E731
+        L += ["## Time to effect, two Envoys at once", "",
+              "| change (10 each, from the API call) | in effect on both Envoys |", "|---|---|",
+              f"| create → 200 | {f(two['create'])} |", f"| revoke → 401 | {f(two['revoke'])} |", ""]
     if tk:
         e = sorted(tk["effects"])
         L += ["## Token service (SQLite)", "",
@@ -318,6 +359,7 @@ def main() -> int:
     demo = harness.demo_server.DemoServers(upstream_port=0, audit_port=0).start()
     pg = None
     try:
+        two = None if os.environ.get("BENCH_SKIP_TOKENS") else bench_two_envoys(work, demo)
         tk = None if os.environ.get("BENCH_SKIP_TOKENS") else bench_tokens(work, demo)
         audits = []
         if not os.environ.get("BENCH_SKIP_AUDIT"):
@@ -327,7 +369,7 @@ def main() -> int:
                 pg = Postgres().start()
                 url = pg.create_db("tg_bench")
                 audits.append(bench_audit(work, url, "PostgreSQL", pg=pg))
-        text = report(tk, audits)
+        text = report(tk, audits, two)
         print(text)
         with open(OUT, "w") as f:
             f.write(text + "\n")
