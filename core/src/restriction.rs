@@ -58,6 +58,18 @@ impl fmt::Display for LineError {
 
 impl std::error::Error for LineError {}
 
+/// Restriction lines from one text: lines separated by newlines or by `<br>` (as the original
+/// app's API returns them); blank lines are dropped.
+pub fn split_text(text: &str) -> Vec<String> {
+    text.replace("<br/>", "\n")
+        .replace("<br />", "\n")
+        .replace("<br>", "\n")
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_owned())
+        .filter(|l| !l.trim().is_empty())
+        .collect()
+}
+
 /// What the evaluator sees of a request: method as sent, decoded path, validated query.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {

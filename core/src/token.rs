@@ -53,6 +53,30 @@ pub fn checksum(random: &str) -> String {
     digits.iter().map(|&b| char::from(b)).collect()
 }
 
+/// A token id from a free name: lowercase ASCII letters, digits and single `-`, at most 60
+/// characters; empty when the name has none of them (the caller picks a fallback).
+pub fn id_from_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len().min(60));
+    for c in name.chars() {
+        let c = if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '-'
+        };
+        if c == '-' && (out.is_empty() || out.ends_with('-')) {
+            continue;
+        }
+        if out.len() == 60 {
+            break;
+        }
+        out.push(c);
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
 /// What a credential looks like, as far as the format tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -95,6 +119,13 @@ pub fn crc32(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_from_names() {
+        assert_eq!(id_from_name("CI bot (Ansible)"), "ci-bot-ansible");
+        assert_eq!(id_from_name("--"), "");
+        assert_eq!(id_from_name(&"a".repeat(80)).len(), 60);
+    }
 
     #[test]
     fn crc_known_value() {

@@ -233,13 +233,7 @@ fn lines(body: &Map<String, Value>, key: &str) -> ApiResult<Option<Vec<String>>>
 }
 
 pub fn split_lines(s: &str) -> Vec<String> {
-    s.replace("<br/>", "\n")
-        .replace("<br />", "\n")
-        .replace("<br>", "\n")
-        .lines()
-        .map(|l| l.trim_end_matches('\r').to_owned())
-        .filter(|l| !l.trim().is_empty())
-        .collect()
+    tokengate_core::restriction::split_text(s)
 }
 
 fn expiry(body: &Map<String, Value>, now: i64) -> ApiResult<Option<i64>> {
@@ -372,23 +366,9 @@ async fn list_tokens(
     })))
 }
 
-/// An id from the name: lowercase letters, digits and `-`, made unique with a suffix.
+/// An id from the name (the core's rule, as `tokenctl import` uses), made unique with a suffix.
 async fn id_for(app: &App, name: &str) -> ApiResult<String> {
-    let mut base: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    while base.contains("--") {
-        base = base.replace("--", "-");
-    }
-    let mut base = base.trim_matches('-').to_owned();
-    base.truncate(60);
+    let mut base = tokengate_core::token::id_from_name(name);
     if base.is_empty() {
         base = "token".into();
     }
@@ -405,6 +385,25 @@ async fn id_for(app: &App, name: &str) -> ApiResult<String> {
         }
     }
     Err(ApiError::conflict("could not find a free id; give one"))
+}
+
+/// A store error about token `id`: 404 names the token.
+fn token_error(e: StoreError, id: &str) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
+        o => o.into(),
+    }
+}
+
+/// `days=` of a window over the audit lines, 1 to 366.
+fn days_param(raw: Option<&str>, default: i64) -> ApiResult<i64> {
+    match raw.filter(|d| !d.is_empty()) {
+        None => Ok(default),
+        Some(d) => match d.parse::<i64>() {
+            Ok(n) if (1..=366).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad("days", "`days` must be 1 to 366")),
+        },
+    }
 }
 
 fn internal(e: String) -> ApiError {
@@ -541,10 +540,11 @@ async fn get_token(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let t = app.store.token(&id).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
-        o => o.into(),
-    })?;
+    let t = app
+        .store
+        .token(&id)
+        .await
+        .map_err(|e| token_error(e, &id))?;
     Ok(Json(token_json(&t, now_ms())))
 }
 
@@ -590,10 +590,11 @@ pub(crate) async fn patch_token(
             "shadow_limit_to",
         ],
     )?;
-    let mut t = app.store.token(&id).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
-        o => o.into(),
-    })?;
+    let mut t = app
+        .store
+        .token(&id)
+        .await
+        .map_err(|e| token_error(e, &id))?;
     if secure_mode(&app).await? {
         return Err(ApiError::conflict(
             "secure mode: tokens cannot be changed, only revoked or deleted",
@@ -676,10 +677,7 @@ pub(crate) async fn revoke_token(
         .store
         .revoke_token(&id, log, now)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
-            o => o.into(),
-        })?;
+        .map_err(|e| token_error(e, &id))?;
     if fresh {
         app.publisher.changed();
         app.metrics.changes.fetch_add(1, Ordering::Relaxed);
@@ -717,10 +715,11 @@ pub(crate) async fn rotate_token(
     };
     #[allow(clippy::cast_possible_truncation)]
     let grace_ms = (grace * 3_600_000.0) as i64;
-    let mut t = app.store.token(&id).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
-        o => o.into(),
-    })?;
+    let mut t = app
+        .store
+        .token(&id)
+        .await
+        .map_err(|e| token_error(e, &id))?;
     if t.revoked_at.is_some() {
         return Err(ApiError::conflict("the token is revoked; create a new one"));
     }
@@ -771,17 +770,12 @@ async fn shadow_report(
     Path(id): Path<String>,
     Query(p): Query<SuggestParams>,
 ) -> ApiResult<Json<Value>> {
-    let days = match p.days.as_deref().filter(|d| !d.is_empty()) {
-        None => 7,
-        Some(d) => match d.parse::<i64>() {
-            Ok(n) if (1..=366).contains(&n) => n,
-            _ => return Err(ApiError::bad("days", "`days` must be 1 to 366")),
-        },
-    };
-    let t = app.store.token(&id).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
-        o => o.into(),
-    })?;
+    let days = days_param(p.days.as_deref(), 7)?;
+    let t = app
+        .store
+        .token(&id)
+        .await
+        .map_err(|e| token_error(e, &id))?;
     let mut per_line = vec![0i64; t.shadow_limit_to.len()];
     let (mut would_refuse, mut not_evaluated, mut previous_secret) = (0i64, 0i64, 0i64);
     for (extra, n) in app
@@ -831,10 +825,11 @@ pub(crate) async fn promote_shadow(
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let mut t = app.store.token(&id).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
-        o => o.into(),
-    })?;
+    let mut t = app
+        .store
+        .token(&id)
+        .await
+        .map_err(|e| token_error(e, &id))?;
     if secure_mode(&app).await? {
         return Err(ApiError::conflict(
             "secure mode: tokens cannot be changed, only revoked or deleted",
@@ -880,10 +875,7 @@ pub(crate) async fn delete_token(
     app.store
         .delete_token(&id, log, now_ms())
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
-            o => o.into(),
-        })?;
+        .map_err(|e| token_error(e, &id))?;
     app.publisher.changed();
     app.metrics.changes.fetch_add(1, Ordering::Relaxed);
     Ok(StatusCode::NO_CONTENT)
@@ -902,17 +894,11 @@ async fn suggest_lines(
     Path(id): Path<String>,
     Query(p): Query<SuggestParams>,
 ) -> ApiResult<Json<Value>> {
-    let days = match p.days.as_deref().filter(|d| !d.is_empty()) {
-        None => 30,
-        Some(d) => match d.parse::<i64>() {
-            Ok(n) if (1..=366).contains(&n) => n,
-            _ => return Err(ApiError::bad("days", "`days` must be 1 to 366")),
-        },
-    };
-    app.store.token(&id).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found(&format!("token `{id}`")),
-        o => o.into(),
-    })?;
+    let days = days_param(p.days.as_deref(), 30)?;
+    app.store
+        .token(&id)
+        .await
+        .map_err(|e| token_error(e, &id))?;
     let calls = app.store.call_counts(&id, now_ms() - days * DAY_MS).await?;
     let lines = crate::suggest::suggest(&calls);
     Ok(Json(json!({

@@ -27,13 +27,7 @@ fn lines_of(v: Option<&Value>) -> Vec<String> {
             .join("\n"),
         _ => String::new(),
     };
-    text.replace("<br/>", "\n")
-        .replace("<br />", "\n")
-        .replace("<br>", "\n")
-        .lines()
-        .map(|l| l.trim_end_matches('\r').to_owned())
-        .filter(|l| !l.trim().is_empty())
-        .collect()
+    tokengate_core::restriction::split_text(&text)
 }
 
 fn ips_of(v: Option<&Value>) -> Vec<String> {
@@ -53,26 +47,13 @@ fn ips_of(v: Option<&Value>) -> Vec<String> {
         .collect()
 }
 
-/// An id from a label: lowercase letters, digits and `-`.
+/// An id from a label (the core's rule, as the service uses).
 fn slug(label: &str, n: usize) -> String {
-    let mut s: String = label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    while s.contains("--") {
-        s = s.replace("--", "-");
-    }
-    let s = s.trim_matches('-');
+    let s = tokengate_core::token::id_from_name(label);
     if s.is_empty() {
         format!("imported-{}", n + 1)
     } else {
-        s.chars().take(60).collect()
+        s
     }
 }
 
