@@ -51,7 +51,7 @@ SOCK=$RUN/docker.sock
 export DOCKER_HOST=unix://$SOCK
 export DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1
 ours() {  # is pid $1 the dockerd of this tree?
-  [ -n "$1" ] && tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF -- "--pidfile $RUN/dockerd.pid"
+  [ -n "$1" ] && { tr '\0' ' ' < "/proc/$1/cmdline"; } 2>/dev/null | grep -qF -- "--pidfile $RUN/dockerd.pid"
 }
 stop_engine() {
   local pid

@@ -227,7 +227,7 @@ def test_service_restart_loses_nothing(stack):
     stack.wait_allowed(secret)
     stack.wait_allowed(revoked_secret)
     assert stack.api("POST", f"/api/v1/tokens/{revoked['id']}/revoke")[0] == 200
-    wait_for(lambda: stack.get("/", revoked_secret).status == 401, 2.0, "revoke")
+    wait_for(lambda: stack.get("/rest/api/2/myself", revoked_secret).status == 401, 2.0, "revoke")
     compose("stop", "tokengate-server")
     assert not stack.healthy()
     # Envoy keeps enforcing the last configuration while the service is away.
