@@ -96,7 +96,6 @@ if ! $DOCKER version >/dev/null 2>&1; then
   die "the private Docker engine did not start (log above, $RUN/dockerd.log): this machine cannot run containers"
 fi
 log "engine up (pid $ENGINE_PID, $($DOCKER version -f '{{.Server.Version}}'), $(( $(date +%s) - t0 )) s)"
-# A container must start: namespaces, cgroups and seccomp as the engine needs them.
 have() { $DOCKER image inspect "$1" >/dev/null 2>&1; }
 
 # ---- 3. images
@@ -121,6 +120,11 @@ if ! have "$BASE"; then
   fi
   log "importing $BASE from $tarball"
   $DOCKER import - "$BASE" < "$tarball" >/dev/null
+fi
+# A container must start: namespaces, cgroups and seccomp as the engine needs them.
+if ! err=$($DOCKER run --rm --network none "$BASE" true 2>&1); then
+  echo "$err" >&2
+  die "the engine runs but cannot start a container (above): this machine lacks what containers need"
 fi
 build() {  # TAG DOCKERFILE CONTEXT [docker build args…]
   local tag=$1 file=$2 ctx=$3 s; shift 3
