@@ -104,8 +104,8 @@ BASE=debian:bookworm-slim
 if ! have "$BASE"; then
   tarball=$CACHE/debian-bookworm-minbase.tar
   if [ ! -s "$tarball" ]; then
-    mirror=${DEBIAN_MIRROR:-$(grep -rhoE '^(URIs:|deb) *\S+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-      | awk '{print $2}' | grep -E '/debian/?$' | head -n1)}
+    mirror=${DEBIAN_MIRROR:-$( { grep -rhoE '^(URIs:|deb) *\S+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true; } \
+      | awk '{print $2}' | grep -E '/debian/?$' | head -n1 || true)}
     mirror=${mirror:-http://deb.debian.org/debian}
     rootfs=$(mktemp -d "$CACHE/rootfs.XXXXXX")
     log "debootstrap --variant=minbase bookworm from $mirror"
