@@ -108,9 +108,10 @@ image: wasm
 # postgres and vector). compose-up/-down drive the Docker engine you have; compose-test runs the
 # stack for real in a private engine it starts and stops (scripts/compose-test.sh, as root).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# server/Dockerfile needs BuildKit (cache mounts): the variables make Debian's compose v1 use it.
 compose-up: wasm
 	mkdir -p .run/compose
-	$(COMPOSE) up -d --build
+	DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1 $(COMPOSE) up -d --build
 
 # The volumes (tokens, PostgreSQL) stay; `make compose-down COMPOSE_DOWN_ARGS=-v` removes them.
 compose-down:
