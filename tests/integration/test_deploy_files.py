@@ -1,7 +1,8 @@
 """The deployment files parse, agree with each other and reference files that exist.
 
-No Docker engine runs here: docker-compose.yml is checked with a compose parser (`docker compose
-config` or Debian's docker-compose; `make deploy-tools` installs it), the Envoy configs and every
+Without a Docker engine (`make compose-test` runs the stack for real): docker-compose.yml and
+server/Dockerfile are checked with a compose parser (`docker compose config` or Debian's
+docker-compose; `make deploy-tools` installs it) and by reading them, the Envoy configs and every
 plugin configuration shipped in deploy/ are loaded by Envoy's own validator (which runs the
 filter's on_configure), the OCI layout is read back by skopeo when it is installed.
 """
