@@ -1,7 +1,8 @@
 """The deployment files parse, agree with each other and reference files that exist.
 
-No Docker engine runs here: docker-compose.yml is checked with a compose parser (`docker compose
-config` or Debian's docker-compose; `make deploy-tools` installs it), the Envoy configs and every
+Without a Docker engine (`make compose-test` runs the stack for real): docker-compose.yml and
+server/Dockerfile are checked with a compose parser (`docker compose config` or Debian's
+docker-compose; `make deploy-tools` installs it) and by reading them, the Envoy configs and every
 plugin configuration shipped in deploy/ are loaded by Envoy's own validator (which runs the
 filter's on_configure), the OCI layout is read back by skopeo when it is installed.
 """
@@ -70,61 +71,161 @@ def validate_plugin_config(plugin_config) -> None:
 # --------------------------------------------------------------------------- docker-compose
 
 
-@pytest.mark.parametrize("config", ["envoy.yaml", "envoy-hot-reload.yaml"])
-def test_compose_file_parses_and_references_existing_files(config):
-    cfg = compose_config({"TOKENGATE_ENVOY_CONFIG": config})
-    services = cfg["services"]
-    assert set(services) == {"envoy", "upstream", "audit"}
-    envoy = services["envoy"]
-    assert envoy["image"].startswith("envoyproxy/envoy:v1.40"), envoy["image"]
-    for name, svc in services.items():
-        assert svc.get("network_mode") == "host", f"{name}: the shared envoy.yaml needs host networking"
-        for vol in svc.get("volumes", []):
-            src = vol["source"] if isinstance(vol, dict) else vol.split(":")[0]
-            rel = os.path.relpath(src, REPO)
-            if rel == ".run" or rel.startswith(".run" + os.sep):
-                continue  # created by `make compose-up`
-            assert os.path.exists(src), f"{name}: mounts {rel}, which does not exist"
-            assert not rel.startswith(".."), f"{name}: mounts {src} outside the repository"
-    # Envoy runs the very files `make run` uses: envoy/ and dist/tokengate.wasm at /tokengate.
-    mounts = {(v.split(":")[0] if isinstance(v, str) else v["source"]):
-              (v.split(":")[1] if isinstance(v, str) else v["target"]) for v in envoy["volumes"]}
-    assert mounts[os.path.join(REPO, "envoy")] == "/tokengate/envoy"
-    assert mounts[os.path.join(REPO, "dist", "tokengate.wasm")] == "/tokengate/dist/tokengate.wasm"
-    assert envoy["working_dir"] == "/tokengate"
-    cmd = envoy["command"]
-    assert cmd[cmd.index("-c") + 1] == f"envoy/{config}"
-    assert os.path.isfile(os.path.join(REPO, "envoy", config))
-    # The demo upstream serves on envoy.yaml's upstream port; Vector listens on its audit port.
-    up = services["upstream"]["command"]
-    assert up[up.index("--upstream-port") + 1] == str(_cluster_port("upstream"))
-    assert "demo/server.py" in up
+def _load_yaml(*parts: str):
+    with open(os.path.join(REPO, *parts)) as f:
+        return yaml.safe_load(f)
 
 
-def _cluster_port(name: str) -> int:
-    for c in harness.load_shipped()["static_resources"]["clusters"]:
+def _mounts(svc: dict) -> dict:
+    return {(v.split(":")[0] if isinstance(v, str) else v["source"]):
+            (v.split(":")[1] if isinstance(v, str) else v["target"]) for v in svc.get("volumes", [])}
+
+
+def _cluster_addr(cfg: dict, name: str) -> tuple:
+    for c in cfg["static_resources"]["clusters"]:
         if c["name"] == name:
-            return c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
-                "socket_address"]["port_value"]
+            sa = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            return sa["address"], sa["port_value"]
     raise AssertionError(name)
 
 
-def test_vector_audit_sink_matches_the_filter_config():
-    with open(os.path.join(REPO, "deploy", "compose", "vector.yaml")) as f:
-        vec = yaml.safe_load(f)
+def _port(p) -> tuple:
+    """container port -> (host address, host port), from either compose ports syntax."""
+    if isinstance(p, dict):
+        return int(p["target"]), (p.get("host_ip"), int(p["published"]))
+    host_ip, published, target = p.split("/")[0].split(":")
+    return int(target), (host_ip, int(published))
+
+
+def test_compose_file_is_the_whole_product_and_references_existing_files():
+    cfg = compose_config()
+    services = cfg["services"]
+    assert set(services) == {"envoy", "tokengate-server", "upstream", "postgres", "audit"}
+    # The optional services sit in profiles: a plain `up` runs envoy, tokengate-server, upstream.
+    assert [n for n, s in services.items() if not s.get("profiles")] and \
+        {n for n, s in services.items() if s.get("profiles")} == {"postgres", "audit"}
+    assert services["postgres"]["profiles"] == ["postgres"] and services["audit"]["profiles"] == ["vector"]
+    assert services["envoy"]["image"] == "envoyproxy/envoy:v1.40.0"
+    assert services["tokengate-server"]["image"] == "tokengate/tokengate-server:0.1.0"
+    assert services["tokengate-server"]["build"]["dockerfile"] == "server/Dockerfile"
+    for name, svc in services.items():
+        for src in _mounts(svc):
+            if not src.startswith("/"):
+                assert src in cfg.get("volumes", {}), f"{name}: named volume {src} is not declared"
+                continue
+            rel = os.path.relpath(src, REPO)
+            if rel == ".run" or rel.startswith(".run" + os.sep):
+                continue  # created on `up`
+            assert os.path.exists(src), f"{name}: mounts {rel}, which does not exist"
+            assert not rel.startswith(".."), f"{name}: mounts {src} outside the repository"
+
+
+def test_compose_images_are_overridable():
+    env = {"ENVOY_IMAGE": "e:1", "TOKENGATE_SERVER_IMAGE": "s:1", "PYTHON_IMAGE": "p:1",
+           "POSTGRES_IMAGE": "pg:1", "VECTOR_IMAGE": "v:1"}
+    services = compose_config(env)["services"]
+    assert {n: s["image"] for n, s in services.items()} == {
+        "envoy": "e:1", "tokengate-server": "s:1", "upstream": "p:1", "postgres": "pg:1", "audit": "v:1"}
+
+
+def test_compose_envoy_and_service_agree():
+    services = compose_config()["services"]
+    envoy, server = services["envoy"], services["tokengate-server"]
+    mounts = _mounts(envoy)
+    cmd = envoy["command"]
+    conf = cmd[cmd.index("-c") + 1]
+    assert mounts[os.path.join(REPO, "deploy", "compose", "envoy.yaml")] == conf
+    assert mounts[os.path.join(REPO, "dist", "tokengate.wasm")] == "/tokengate/dist/tokengate.wasm"
+    assert envoy["working_dir"] == "/tokengate"
+    env = server["environment"]
+    # The module path the service pushes resolves, in the envoy container, to the mounted file.
+    assert os.path.join(envoy["working_dir"], env["TOKENGATE_WASM"]) == "/tokengate/dist/tokengate.wasm"
+    # The service lives in Envoy's network namespace: loopback xDS (plaintext is refused
+    # elsewhere), and the clusters of deploy/compose/envoy.yaml point at its ports.
+    assert server["network_mode"] == "service:envoy" and "ports" not in server
+    ecfg = _load_yaml("deploy", "compose", "envoy.yaml")
+    xds_host, xds_port = env["TOKENGATE_XDS"].rsplit(":", 1)
+    assert xds_host == "127.0.0.1" and _cluster_addr(ecfg, "tokengate_xds") == ("127.0.0.1", int(xds_port))
+    listen_port = int(env["TOKENGATE_LISTEN"].rsplit(":", 1)[1])
+    assert _cluster_addr(ecfg, "tokengate_server") == ("127.0.0.1", listen_port)
+    assert env["TOKENGATE_DB"].startswith("sqlite:///var/lib/tokengate/")
+    assert _mounts(server) == {"tokengate-data": "/var/lib/tokengate"}
+    # Published on the host's loopback: the listener, Envoy's admin and the service's HTTP port.
+    published = dict(_port(p) for p in envoy["ports"])
+    listener = ecfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
+    admin = ecfg["admin"]["address"]["socket_address"]["port_value"]
+    assert published == {listener: ("127.0.0.1", 10000), admin: ("127.0.0.1", 9901), listen_port: ("127.0.0.1", 8080)}
+    # The demo upstream serves on the upstream cluster's address.
+    up = services["upstream"]["command"]
+    assert "demo/server.py" in up
+    assert _cluster_addr(ecfg, "upstream") == ("upstream", int(up[up.index("--upstream-port") + 1]))
+
+
+def test_compose_envoy_config_is_envoy_service_yaml_with_compose_addresses():
+    """deploy/compose/envoy.yaml differs from envoy/envoy-service.yaml in addresses only."""
+    shipped, ours = _load_yaml("envoy", "envoy-service.yaml"), _load_yaml("deploy", "compose", "envoy.yaml")
+    assert ours["admin"]["address"]["socket_address"]["address"] == "0.0.0.0"
+    ours["admin"]["address"]["socket_address"]["address"] = "127.0.0.1"
+    sa = ours["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert sa["address"] == "0.0.0.0"
+    sa["address"] = "127.0.0.1"
+    for c in ours["static_resources"]["clusters"]:
+        if c["name"] == "upstream":
+            assert c["type"] == "STRICT_DNS"
+            c["type"] = "STATIC"
+            c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"][
+                "address"] = "127.0.0.1"
+    assert ours == shipped
+
+
+def test_compose_postgres_profile():
+    services = compose_config({"TOKENGATE_DB": "postgres://tokengate:tokengate@postgres:5432/tokengate"})["services"]
+    pg = services["postgres"]
+    assert pg["image"] == "postgres:15"
+    assert pg["environment"]["POSTGRES_USER"] == "tokengate" and pg["environment"]["POSTGRES_DB"] == "tokengate"
+    assert _mounts(pg) == {"tokengate-postgres": "/var/lib/postgresql/data"}
+    assert services["tokengate-server"]["environment"]["TOKENGATE_DB"] == \
+        "postgres://tokengate:tokengate@postgres:5432/tokengate"
+
+
+def test_server_dockerfile():
+    with open(os.path.join(REPO, "server", "Dockerfile")) as f:
+        lines = [ln.strip() for ln in f.read().replace("\\\n", " ").splitlines()
+                 if ln.strip() and not ln.lstrip().startswith("#")]
+    froms = [ln for ln in lines if ln.startswith("FROM ")]
+    assert len(froms) == 2 and froms[0].endswith(" AS build"), froms  # multi-stage
+    final = lines[lines.index(froms[1]):]
+    assert any("rustc-web" in ln and "cargo-web" in ln for ln in lines), "the builder installs Debian's Rust 1.96"
+    assert any(ln.startswith("COPY --from=build") for ln in final)
+    user = [ln.split()[1] for ln in final if ln.startswith("USER ")]
+    assert user and user[-1] not in ("root", "0"), user
+    assert any(ln.startswith("HEALTHCHECK") and "/healthz" in ln for ln in final)
+    assert any(ln.startswith("VOLUME") and "/var/lib/tokengate" in ln for ln in final)
+    assert any("TOKENGATE_DB=sqlite:///var/lib/tokengate/" in ln for ln in final)
+    # The context (.dockerignore) holds the workspace's sources, never target/.
+    with open(os.path.join(REPO, ".dockerignore")) as f:
+        ignore = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+    assert ignore[0] == "*" and {"!Cargo.toml", "!Cargo.lock", "!core", "!server", "!dist/tokengate.wasm"} <= set(ignore)
+    assert "**/target" in ignore
+
+
+def test_vector_pipeline_profile():
+    vec = _load_yaml("deploy", "compose", "vector.yaml")
     (src,) = vec["sources"].values()
-    audit = harness.shipped_plugin_config()["audit"]
     assert src["type"] == "http_server"
-    assert src["address"] == f"127.0.0.1:{_cluster_port(audit['cluster'])}"
-    assert src["path"] == audit.get("path", "/audit") and src["method"] == "POST"
+    assert src["address"] == "0.0.0.0:8082" and src["path"] == "/audit" and src["method"] == "POST"
     assert src["framing"]["method"] == "newline_delimited" and src["decoding"]["codec"] == "json"
     assert src.get("path_key") not in (None, "path"), "Vector's path key would collide with the lines' `path`"
     sinks = [s for s in vec["sinks"].values() if s["type"] == "file"]
     assert sinks and sinks[0]["path"].startswith("/var/log/tokengate/")
-    # Every input names a component that exists.
     names = set(vec["sources"]) | set(vec.get("transforms", {}))
     for comp in list(vec.get("transforms", {}).values()) + list(vec["sinks"].values()):
         assert set(comp["inputs"]) <= names, comp
+    # The service forwards to it when asked (TOKENGATE_AUDIT_FORWARD).
+    url = "http://audit:8082/audit"
+    services = compose_config({"TOKENGATE_AUDIT_FORWARD": url})["services"]
+    assert services["tokengate-server"]["environment"]["TOKENGATE_AUDIT_FORWARD"] == url
+    assert _mounts(services["audit"])[os.path.join(REPO, "deploy", "compose", "vector.yaml")] == "/etc/vector/vector.yaml"
 
 
 # --------------------------------------------------------------------------- Envoy configs
@@ -133,6 +234,8 @@ def test_vector_audit_sink_matches_the_filter_config():
 def test_shipped_envoy_configs_load():
     envoy_validate("envoy/envoy.yaml")
     envoy_validate("envoy/envoy-hot-reload.yaml")
+    envoy_validate("envoy/envoy-service.yaml")
+    envoy_validate("deploy/compose/envoy.yaml")
 
 
 def test_hot_reload_config_is_generated_from_envoy_yaml():
