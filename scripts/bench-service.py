@@ -323,7 +323,7 @@ def bench_audit(work: str, db_url: str, label: str, pg=None, path: str | None = 
 def report(tk, audits, two=None) -> str:
     L = ["# tokengate-server benchmarks", "",
          f"`make bench` (scripts/bench-service.py), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-         f"{platform.node()}, {os.cpu_count()} cores. Debug build of tokengate-server (what `make test` builds).", ""]
+         f"{platform.node()}, {os.cpu_count()} cores, {os.path.relpath(service.SERVER_BIN, REPO)}.", ""]
     if two:
         f = lambda v: f"median {statistics.median(v) * 1000:.0f} ms, max {max(v) * 1000:.0f} ms"  # noqa: E731
         L += ["## Time to effect, two Envoys at once", "",

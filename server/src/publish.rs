@@ -163,16 +163,16 @@ async fn build(
     let generation = store.generation().await.map_err(|e| e.to_string())?;
     let settings = settings(store).await?;
     let tokens = store.all_tokens().await.map_err(|e| e.to_string())?;
-    let (config, text) = plugin::build(&settings, audit_authorization, &tokens).map_err(|e| {
-        format!(
-            "{}{}",
-            e.field
-                .map(|f| format!("field `{f}`: "))
-                .unwrap_or_default(),
-            e.message
-        )
-    })?;
-    let compiled = tokengate_core::config::load(text.as_bytes()).map_err(|e| e.to_string())?;
+    let (config, text, compiled) = plugin::build_compiled(&settings, audit_authorization, &tokens)
+        .map_err(|e| {
+            format!(
+                "{}{}",
+                e.field
+                    .map(|f| format!("field `{f}`: "))
+                    .unwrap_or_default(),
+                e.message
+            )
+        })?;
     let bytes = text.len();
     let resource = resource(target, text);
     Ok(Snapshot {
