@@ -190,6 +190,8 @@ def test_a_10s_outage_of_the_service_loses_nothing_and_stores_nothing_twice(stor
     paths = [l["path"] for l in lines]
     assert len(paths) == len(set(paths)) == len(sent), (len(paths), len(set(paths)), len(sent))
     assert env.stat("tokengate.audit.dropped") == 0
+    print(f"\noutage: {len(sent)} requests sent, {len(paths)} lines stored, "
+          f"{len(paths) - len(set(paths))} duplicates")
 
 
 def test_the_receiver_refuses_what_it_should(server):
