@@ -250,6 +250,10 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
 /// never exists as a JSON tree: wasm memory does not shrink, and the peak would stay with the
 /// VM for its lifetime.
 pub fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
+    crate::javare::shared_compiles(|| load_inner(bytes))
+}
+
+fn load_inner(bytes: &[u8]) -> Result<Config, ConfigError> {
     let looks_like_json = bytes.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{');
     if !looks_like_json {
         let mut set = TokenSet::default();
@@ -571,6 +575,10 @@ fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
 
 /// Compiles an already parsed configuration (tokenctl parses YAML itself).
 pub fn from_value(value: &Value) -> Result<Config, ConfigError> {
+    crate::javare::shared_compiles(|| from_value_inner(value))
+}
+
+fn from_value_inner(value: &Value) -> Result<Config, ConfigError> {
     let mut set = TokenSet::default();
     if let Some(Value::Array(items)) = value.get("tokens") {
         for item in items {

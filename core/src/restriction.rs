@@ -32,6 +32,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use std::sync::Arc;
+
 use regex::Regex;
 
 use crate::canonical::{decode_component, Query};
@@ -124,7 +126,7 @@ fn method_bit(name: &str) -> Option<u16> {
 #[derive(Debug)]
 struct QueryCond {
     name: String,
-    re: Regex,
+    re: Arc<Regex>,
 }
 
 #[derive(Debug)]
@@ -133,7 +135,7 @@ struct JsonCond {
     node: String,
     /// Index into `Restrictions::json_paths`.
     path: usize,
-    re: Regex,
+    re: Arc<Regex>,
 }
 
 #[derive(Debug)]
@@ -143,7 +145,7 @@ struct Line {
     source: String,
     /// Bitmask over `KNOWN_METHODS`; `None`: any method.
     methods: Option<u16>,
-    url: Regex,
+    url: Arc<Regex>,
     /// What every path `url` matches starts with ([`javare::required_prefix`]): checked
     /// first, so most non-matching lines never run their regex.
     url_prefix: Box<[u8]>,
@@ -628,7 +630,7 @@ impl LineParser {
         i
     }
 
-    fn regex(&self, from: usize, to: usize) -> Result<Regex, LineError> {
+    fn regex(&self, from: usize, to: usize) -> Result<Arc<Regex>, LineError> {
         javare::compile(&self.text(from, to)).map_err(|e| self.err(from + e.offset, e.message))
     }
 
