@@ -764,7 +764,7 @@ pub(crate) async fn rotate_token(
 
 /// `GET /api/v1/tokens/{id}/shadow?days=7`: how the shadow lines would have decided the
 /// token's calls (per line: calls it matched; `would_refuse`: calls none matched).
-async fn shadow_report(
+pub(crate) async fn shadow_report(
     State(app): State<Arc<App>>,
     _admin: Admin,
     Path(id): Path<String>,
@@ -882,13 +882,13 @@ pub(crate) async fn delete_token(
 }
 
 #[derive(serde::Deserialize)]
-struct SuggestParams {
-    days: Option<String>,
+pub(crate) struct SuggestParams {
+    pub(crate) days: Option<String>,
 }
 
 /// `GET /api/v1/tokens/{id}/suggest?days=30`: lines that cover every allowed call of the token
 /// in the window, as narrow as the calls allow (SPEC §19).
-async fn suggest_lines(
+pub(crate) async fn suggest_lines(
     State(app): State<Arc<App>>,
     _admin: Admin,
     Path(id): Path<String>,

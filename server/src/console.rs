@@ -281,6 +281,18 @@ pub fn routes() -> Router<Arc<App>> {
             "/tokens/{id}/delete",
             get(pages::confirm_delete).post(pages::delete),
         )
+        .route(
+            "/tokens/{id}/suggest",
+            get(pages::suggest).post(pages::add_shadow),
+        )
+        .route(
+            "/tokens/{id}/promote",
+            get(pages::confirm_promote).post(pages::promote),
+        )
+        .route(
+            "/tokens/{id}/rotate",
+            get(pages::confirm_rotate).post(pages::rotate),
+        )
         .route("/console/check", post(pages::check_lines))
         .route("/audit-log", get(pages::audit_log))
         .route("/audit-log/export", get(pages::audit_export))

@@ -124,6 +124,14 @@ fn flash(p: &Params) -> String {
         "deleted" => "The token is deleted.",
         "saved" => "The token is saved and pushed to every Envoy.",
         "settings" => "The settings are saved and pushed to every Envoy.",
+        "shadowed" => {
+            "The shadow lines are saved and pushed to every Envoy: they are evaluated on every \
+             call of the token and never enforced. Watch their counts under Least privilege."
+        }
+        "promoted" => {
+            "The shadow lines are now the token's restriction lines, enforced by every Envoy \
+             within seconds."
+        }
         _ => return String::new(),
     };
     format!(
@@ -685,12 +693,12 @@ pub async fn create_token(
     if !f.nonce.is_empty() {
         super::mark_nonce(&f.nonce);
     }
-    shown_once(&s, &app, &out)
+    shown_once(&s, &app, &out, false)
 }
 
 /// The one page that shows a secret: the answer to the create POST itself (never a redirect,
 /// so the secret is in no URL), `no-store`.
-fn shown_once(s: &Signed, app: &App, out: &Value) -> Response {
+fn shown_once(s: &Signed, app: &App, out: &Value, rotated: bool) -> Response {
     let tok = out.get("token").cloned().unwrap_or(Value::Null);
     let id = tok.get("id").and_then(Value::as_str).unwrap_or("");
     let name = tok.get("name").and_then(Value::as_str).unwrap_or("");
@@ -718,18 +726,36 @@ fn shown_once(s: &Signed, app: &App, out: &Value) -> Response {
             snippet::javascript(&url, user, &sec, user.is_some()),
         ),
     ];
+    let previous_note = if !rotated {
+        String::new()
+    } else if let Some(until) = tok
+        .get("previous")
+        .and_then(|p| p.get("until"))
+        .and_then(Value::as_str)
+    {
+        format!(
+            "<p class=\"banner banner-info\" id=\"previous-note\">The previous secret keeps working until \
+             <time datetime=\"{}\">{}</time>; after that Envoys answer 401 “token expired” for it.</p>",
+            esc(until),
+            esc(&until.replace('T', " ").replace('Z', " UTC")),
+        )
+    } else {
+        "<p class=\"banner banner-info\" id=\"previous-note\">The previous secret no longer works.</p>".to_owned()
+    };
     let mut b = String::new();
     let _ = write!(
         b,
-        "<p class=\"crumbs\"><a href=\"/tokens\">Tokens</a> /</p><h1>Token created: {}</h1>\
+        "<p class=\"crumbs\"><a href=\"/tokens\">Tokens</a> /</p><h1>{}: {}</h1>\
          <div class=\"banner banner-warning\" role=\"alert\"><strong>Copy the token now: it will not be shown again.</strong> \
-         tokengate keeps only its SHA-256 digest. If it is lost, revoke it and create a new one.</div>\
+         tokengate keeps only its SHA-256 digest. If it is lost, revoke it and create a new one.</div>{}\
          <div class=\"secret-box\"><label for=\"secret\">Token <span class=\"mono\">{}</span></label>\
          <div class=\"copyrow\"><input id=\"secret\" class=\"mono\" readonly value=\"{}\" autocomplete=\"off\" spellcheck=\"false\">\
          <button type=\"button\" data-copy=\"secret\">Copy</button></div><p class=\"help\" role=\"status\" id=\"copy-status\"></p></div>\
          <h2>Use it</h2><div class=\"field wide\"><label for=\"snippet-url\">URL for the snippets</label>\
          <input id=\"snippet-url\" class=\"mono\" value=\"{}\" data-user=\"{}\" data-has-user=\"{}\"></div>",
+        if rotated { "New secret" } else { "Token created" },
         esc(name),
+        previous_note,
         esc(id),
         esc(secret_text),
         esc(&url),
@@ -751,7 +777,12 @@ fn shown_once(s: &Signed, app: &App, out: &Value) -> Response {
          <a href=\"/tokens\">Back to the tokens</a></p>",
         esc(&url_enc(id))
     );
-    let mut r = render(s, StatusCode::OK, "Token created", "tokens", &b);
+    let title = if rotated {
+        "New secret"
+    } else {
+        "Token created"
+    };
+    let mut r = render(s, StatusCode::OK, title, "tokens", &b);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -926,7 +957,7 @@ fn recent_calls_table(lines: &[(i64, record::Record)], show_token: bool) -> Stri
 }
 
 async fn token_page(
-    app: &App,
+    app: &Arc<App>,
     s: &Signed,
     id: &str,
     p: &Params,
@@ -1043,6 +1074,7 @@ async fn token_page(
         time_el(t.usage.last_used_at),
         esc(t.usage.last_client_ip.as_deref().unwrap_or("—")),
     );
+    b.push_str(&least_privilege(app, s, &t, secure, now).await);
     let _ = write!(
         b,
         "<section aria-labelledby=\"h-chart\"><h2 id=\"h-chart\">Calls per day</h2>{}</section>",
@@ -1386,11 +1418,21 @@ pub async fn save_token(
 
 fn confirm(s: &Signed, t: &TokenRow, action: &str) -> Response {
     let eid = esc(&url_enc(&t.id));
+    let class = if action == "promote" {
+        "primary"
+    } else {
+        "danger"
+    };
     let (title, text, button) = match action {
         "revoke" => (
             "Revoke token",
             "Every Envoy refuses it within seconds with 401 “token revoked”. This cannot be undone; the token stays listed as revoked.",
             "Revoke token",
+        ),
+        "promote" => (
+            "Promote shadow lines",
+            "The shadow lines become the token's restriction lines, replacing the current ones, and every Envoy enforces them within seconds: calls they would refuse are answered 403 from then on. Written to the admin log.",
+            "Promote to enforced",
         ),
         _ => (
             "Delete token",
@@ -1402,12 +1444,22 @@ fn confirm(s: &Signed, t: &TokenRow, action: &str) -> Response {
         "<p class=\"crumbs\"><a href=\"/tokens\">Tokens</a> / <a href=\"/tokens/{eid}\">{}</a> /</p><h1>{title}?</h1>\
          <div class=\"banner banner-warning\"><p><strong>{}</strong> (<code>{}</code>{})</p><p>{text}</p></div>\
          <form method=\"post\" action=\"/tokens/{eid}/{action}\" class=\"form\">{}\
-         <div class=\"form-actions\"><button type=\"submit\" class=\"danger\">{button}</button> <a href=\"/tokens/{eid}\">Cancel</a></div></form>",
+         {}<div class=\"form-actions\"><button type=\"submit\" class=\"{class}\">{button}</button> <a href=\"/tokens/{eid}\">Cancel</a></div></form>",
         esc(&t.name),
         esc(&t.name),
         esc(&t.id),
         t.user.as_deref().map_or(String::new(), |u| format!(", user {}", esc(u))),
         csrf_field(&s.csrf),
+        if action == "promote" {
+            let mut o = String::from("<p>Lines to enforce:</p><ol class=\"lines mono\">");
+            for l in &t.shadow_limit_to {
+                let _ = write!(o, "<li>{}</li>", esc(l));
+            }
+            o.push_str("</ol>");
+            o
+        } else {
+            String::new()
+        },
     );
     render(s, StatusCode::OK, title, "tokens", &b)
 }
@@ -1481,6 +1533,398 @@ pub async fn delete(
         return api_failed(&s, status, &out);
     }
     Redirect::to("/tokens?done=deleted").into_response()
+}
+
+// ---------------------------------------------------------------------------- least privilege, rotation
+
+fn days_query(days: &str) -> Query<api::SuggestParams> {
+    Query(api::SuggestParams {
+        days: Some(days.to_owned()),
+    })
+}
+
+fn count(v: &Value, k: &str) -> i64 {
+    v.get(k).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn calls_text(n: i64) -> String {
+    if n == 1 {
+        "1 call".to_owned()
+    } else {
+        format!("{n} calls")
+    }
+}
+
+/// The token page's "Least privilege" section (SPEC §19): its shadow lines with the calls each
+/// matched and the calls none would allow (the shadow report, 7 days), the previous secret
+/// while it works, and the ways on (suggest, promote, rotate).
+async fn least_privilege(
+    app: &Arc<App>,
+    s: &Signed,
+    t: &TokenRow,
+    secure: bool,
+    now: i64,
+) -> String {
+    let eid = esc(&url_enc(&t.id));
+    let live = t.revoked_at.is_none();
+    let mut b = String::from(
+        "<section aria-labelledby=\"h-lp\" id=\"least-privilege\"><h2 id=\"h-lp\">Least privilege</h2>",
+    );
+    if t.shadow_limit_to.is_empty() {
+        b.push_str(
+            "<p id=\"no-shadow\">No shadow lines. Shadow lines are evaluated on every call of the \
+             token and never enforced: <em>Suggest lines</em> proposes them from the calls it made.</p>",
+        );
+    } else {
+        let (status, rep) = answer(
+            api::shadow_report(
+                State(app.clone()),
+                Admin(s.admin.clone()),
+                Path(t.id.clone()),
+                days_query("7"),
+            )
+            .await,
+        )
+        .await;
+        if status == StatusCode::OK {
+            b.push_str(
+                "<div class=\"table-wrap\"><table class=\"data\" id=\"shadow-lines\"><caption>Shadow lines and the calls of the last 7 days</caption>\
+                 <thead><tr><th scope=\"col\">#</th><th scope=\"col\">Shadow line</th><th scope=\"col\" class=\"num\">Calls it matched</th></tr></thead><tbody>",
+            );
+            for l in rep
+                .get("lines")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let _ = write!(
+                    b,
+                    "<tr><td class=\"num\">{}</td><td class=\"mono path\">{}</td><td class=\"num\">{}</td></tr>",
+                    count(l, "line"),
+                    esc(l.get("source").and_then(Value::as_str).unwrap_or("")),
+                    count(l, "calls"),
+                );
+            }
+            b.push_str("</tbody></table></div>");
+            let refuse = count(&rep, "would_refuse");
+            let _ = write!(
+                b,
+                "<p id=\"would-refuse\">Enforced, these lines <strong>would refuse {}</strong> of the last 7 days.",
+                esc(&calls_text(refuse)),
+            );
+            let skipped = count(&rep, "not_evaluated");
+            if skipped > 0 {
+                let _ = write!(
+                    b,
+                    " {} not evaluated (a JsonData line whose body was not read).",
+                    esc(&calls_text(skipped))
+                );
+            }
+            b.push_str(" Calls before the shadow lines were set are not counted.</p>");
+        } else {
+            b.push_str("<p class=\"error-text\">The shadow report is not available.</p>");
+        }
+    }
+    if let Some(p) = t.previous.as_ref().filter(|p| p.until > now) {
+        let _ = write!(
+            b,
+            "<p id=\"previous-secret\">The previous secret (SHA-256 <span class=\"mono\">{}</span>) keeps working until {}.</p>",
+            esc(p.sha256.get(0..12).unwrap_or(&p.sha256)),
+            time_el(Some(p.until)),
+        );
+    }
+    if live {
+        b.push_str("<div class=\"form-actions\">");
+        if !secure {
+            let _ = write!(
+                b,
+                "<a class=\"button\" href=\"/tokens/{eid}/suggest\">Suggest lines</a> "
+            );
+            if !t.shadow_limit_to.is_empty() {
+                let _ = write!(
+                    b,
+                    "<a class=\"button primary\" href=\"/tokens/{eid}/promote\">Promote to enforced</a> "
+                );
+            }
+        }
+        let _ = write!(
+            b,
+            "<a class=\"button\" href=\"/tokens/{eid}/rotate\">Rotate secret</a></div>"
+        );
+    }
+    b.push_str("</section>");
+    b
+}
+
+/// `GET /tokens/{id}/suggest?days=30`: the lines that cover the token's calls, to add as shadow
+/// lines.
+pub async fn suggest(
+    s: Signed,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(p): Query<Params>,
+) -> Response {
+    let t = match editable(&app, &s, &id).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let days = match param(&p, "days") {
+        "" => "30",
+        d => d,
+    };
+    let (status, out) = answer(
+        api::suggest_lines(
+            State(app.clone()),
+            Admin(s.admin.clone()),
+            Path(t.id.clone()),
+            days_query(days),
+        )
+        .await,
+    )
+    .await;
+    if status != StatusCode::OK {
+        return api_failed(&s, status, &out);
+    }
+    let days = count(&out, "days");
+    let eid = esc(&url_enc(&t.id));
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<p class=\"crumbs\"><a href=\"/tokens\">Tokens</a> / <a href=\"/tokens/{eid}\">{}</a> /</p><h1>Suggested lines</h1>\
+         <p>The narrowest restriction lines that cover every allowed call of the token in the last {days} days \
+         ({}, {} distinct): issue keys, numeric ids and dates become patterns, the rest stays literal, methods are kept.</p>\
+         <form method=\"get\" action=\"/tokens/{eid}/suggest\" class=\"form inline\"><div class=\"row\">\
+         <div class=\"field narrow\"><label for=\"days\">Days</label><input id=\"days\" name=\"days\" type=\"number\" min=\"1\" max=\"400\" value=\"{days}\"></div>\
+         <div class=\"field actions\"><button type=\"submit\">Suggest again</button></div></div></form>",
+        esc(&t.name),
+        esc(&calls_text(count(&out, "calls"))),
+        count(&out, "distinct_calls"),
+    );
+    let lines: Vec<&Value> = out
+        .get("lines")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    if lines.is_empty() {
+        let _ = write!(
+            b,
+            "<p class=\"empty\" id=\"no-suggestions\">No allowed calls in the last {days} days: nothing to suggest. \
+             <a href=\"/tokens/{eid}\">Back to the token</a>.</p>"
+        );
+        return render(&s, StatusCode::OK, "Suggested lines", "tokens", &b);
+    }
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/tokens/{eid}/suggest\" class=\"form\">{}\
+         <fieldset><legend>Lines to add as shadow lines</legend>\
+         <div class=\"table-wrap\"><table class=\"data\" id=\"suggested\"><thead><tr><th scope=\"col\">Add</th>\
+         <th scope=\"col\">Line</th><th scope=\"col\" class=\"num\">Calls</th><th scope=\"col\">Example paths</th></tr></thead><tbody>",
+        csrf_field(&s.csrf)
+    );
+    for (i, l) in lines.iter().enumerate() {
+        let line = l.get("line").and_then(Value::as_str).unwrap_or("");
+        let examples: Vec<String> = l
+            .get("examples")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|e| format!("<code>{}</code>", esc(e)))
+            .collect();
+        let _ = write!(
+            b,
+            "<tr><td><input type=\"checkbox\" name=\"line\" id=\"line-{i}\" value=\"{}\" checked></td>\
+             <td class=\"mono path\"><label for=\"line-{i}\">{}</label></td><td class=\"num\">{}</td><td>{}</td></tr>",
+            esc(line),
+            esc(line),
+            count(l, "calls"),
+            examples.join("<br>"),
+        );
+    }
+    let _ = write!(
+        b,
+        "</tbody></table></div></fieldset>\
+         <p class=\"help\">The chosen lines replace the token's shadow lines{}. They are evaluated on every call and never \
+         enforced; the token page then counts the calls each matched and those none would allow.</p>\
+         <div class=\"form-actions\"><button type=\"submit\" class=\"primary\">Add as shadow lines</button> \
+         <a href=\"/tokens/{eid}\">Cancel</a></div></form>",
+        if t.shadow_limit_to.is_empty() {
+            String::new()
+        } else {
+            format!(" (now {})", t.shadow_limit_to.len())
+        },
+    );
+    render(&s, StatusCode::OK, "Suggested lines", "tokens", &b)
+}
+
+/// `POST /tokens/{id}/suggest`: the checked lines become the token's `shadow_limit_to`.
+pub async fn add_shadow(
+    s: Signed,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let csrf: Params = form.iter().filter(|(k, _)| k == "csrf").cloned().collect();
+    if !csrf_form_ok(&csrf, &s) {
+        return csrf_refused(&s);
+    }
+    let lines: Vec<&str> = form
+        .iter()
+        .filter(|(k, v)| k == "line" && !v.trim().is_empty())
+        .map(|(_, v)| v.trim())
+        .collect();
+    if lines.is_empty() {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            "No line chosen",
+            "Choose at least one suggested line to add as a shadow line. Nothing was changed.",
+            Some(&s),
+        );
+    }
+    let body = json!({ "shadow_limit_to": lines }).to_string();
+    let (status, out) = answer(
+        api::patch_token(
+            State(app.clone()),
+            Admin(s.admin.clone()),
+            Path(id.clone()),
+            Bytes::from(body),
+        )
+        .await,
+    )
+    .await;
+    if status != StatusCode::OK {
+        return api_failed(&s, status, &out);
+    }
+    Redirect::to(&format!(
+        "/tokens/{}?done=shadowed#least-privilege",
+        url_enc(&id)
+    ))
+    .into_response()
+}
+
+pub async fn confirm_promote(
+    s: Signed,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Response {
+    match editable(&app, &s, &id).await {
+        Ok(t) if t.shadow_limit_to.is_empty() => message_page(
+            StatusCode::CONFLICT,
+            "No shadow lines",
+            "The token has no shadow lines to promote. Suggest lines first.",
+            Some(&s),
+        ),
+        Ok(t) => confirm(&s, &t, "promote"),
+        Err(r) => r,
+    }
+}
+
+pub async fn promote(
+    s: Signed,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Form(form): Form<Params>,
+) -> Response {
+    if !csrf_form_ok(&form, &s) {
+        return csrf_refused(&s);
+    }
+    let (status, out) = answer(
+        api::promote_shadow(State(app.clone()), Admin(s.admin.clone()), Path(id.clone())).await,
+    )
+    .await;
+    if status != StatusCode::OK {
+        return api_failed(&s, status, &out);
+    }
+    Redirect::to(&format!("/tokens/{}?done=promoted", url_enc(&id))).into_response()
+}
+
+pub async fn confirm_rotate(
+    s: Signed,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Response {
+    let t = match load(&app, &s, &id).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if t.revoked_at.is_some() {
+        return message_page(
+            StatusCode::CONFLICT,
+            "Revoked",
+            "The token is revoked; create a new one.",
+            Some(&s),
+        );
+    }
+    let eid = esc(&url_enc(&t.id));
+    let b = format!(
+        "<p class=\"crumbs\"><a href=\"/tokens\">Tokens</a> / <a href=\"/tokens/{eid}\">{}</a> /</p><h1>Rotate secret?</h1>\
+         <div class=\"banner banner-warning\"><p><strong>{}</strong> (<code>{}</code>{})</p>\
+         <p>A new secret is made and shown once. The current one keeps working for the grace period, so scripts can switch over; \
+         after it, Envoys answer 401 “token expired” for it.</p></div>\
+         <form method=\"post\" action=\"/tokens/{eid}/rotate\" class=\"form\">{}\
+         <input type=\"hidden\" name=\"nonce\" value=\"{}\">\
+         <div class=\"field narrow\"><label for=\"grace_hours\">Grace period in hours</label>\
+         <input id=\"grace_hours\" name=\"grace_hours\" type=\"number\" min=\"0\" max=\"720\" step=\"any\" value=\"24\" aria-describedby=\"grace-help\">\
+         <p class=\"help\" id=\"grace-help\">0 to 720; 0 ends the current secret at once.</p></div>\
+         <div class=\"form-actions\"><button type=\"submit\" class=\"danger\">Rotate secret</button> <a href=\"/tokens/{eid}\">Cancel</a></div></form>",
+        esc(&t.name),
+        esc(&t.name),
+        esc(&t.id),
+        t.user.as_deref().map_or(String::new(), |u| format!(", user {}", esc(u))),
+        csrf_field(&s.csrf),
+        esc(&secret::random_base62(22).unwrap_or_default()),
+    );
+    render(&s, StatusCode::OK, "Rotate secret", "tokens", &b)
+}
+
+/// `POST /tokens/{id}/rotate`: the answer is the shown-once page of the new secret itself.
+pub async fn rotate(
+    s: Signed,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Form(form): Form<Params>,
+) -> Response {
+    if !csrf_form_ok(&form, &s) {
+        return csrf_refused(&s);
+    }
+    let nonce = param(&form, "nonce");
+    if !nonce.is_empty() && super::nonce_used(nonce) {
+        return message_page(
+            StatusCode::CONFLICT,
+            "Already rotated",
+            "This form was sent before and the secret was rotated then (the new secret was shown \
+             once and is not shown again). Nothing new was made.",
+            Some(&s),
+        );
+    }
+    let grace = param(&form, "grace_hours");
+    let grace = if grace.is_empty() { "24" } else { grace };
+    let Ok(hours) = grace.parse::<f64>() else {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            "Not done",
+            "The grace period must be a number of hours, 0 to 720. Nothing was changed.",
+            Some(&s),
+        );
+    };
+    let body = json!({ "grace_hours": hours }).to_string();
+    let (status, out) = answer(
+        api::rotate_token(
+            State(app.clone()),
+            Admin(s.admin.clone()),
+            Path(id.clone()),
+            Bytes::from(body),
+        )
+        .await,
+    )
+    .await;
+    if status != StatusCode::OK {
+        return api_failed(&s, status, &out);
+    }
+    if !nonce.is_empty() {
+        super::mark_nonce(nonce);
+    }
+    shown_once(&s, &app, &out, true)
 }
 
 // ---------------------------------------------------------------------------- audit log
