@@ -207,6 +207,14 @@ def test_server_dockerfile():
         ignore = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
     assert ignore[0] == "*" and {"!Cargo.toml", "!Cargo.lock", "!core", "!server", "!dist/tokengate.wasm"} <= set(ignore)
     assert "**/target" in ignore
+    # cargo loads the whole workspace: every member must be in the context and copied in.
+    import tomllib
+    with open(os.path.join(REPO, "Cargo.toml"), "rb") as f:
+        members = [m for m in tomllib.load(f)["workspace"]["members"] if m != "."]
+    copied = {ln.split()[1] for ln in lines if ln.startswith("COPY ") and not ln.startswith("COPY --from")}
+    for m in members + ["src"]:
+        assert f"!{m}" in ignore, f".dockerignore leaves out the workspace member {m}"
+        assert m in copied, f"server/Dockerfile does not COPY the workspace member {m}"
 
 
 def test_vector_pipeline_profile():
