@@ -13,6 +13,8 @@ Token service (SQLite; SPEC §15):
    those pushes happen, against the same client loop with no push.
 
 Audit store (SQLite and PostgreSQL; SPEC §16):
+3b. Full load: one Envoy worker at saturation (hey) auditing into the service: requests/s,
+   lines stored against requests allowed, lines dropped or batches failed at the Envoy.
 4. Ingest: BENCH_AUDIT_LINES (10,000,000) lines in batches of 500 through POST /audit, four
    client threads: lines/s, database bytes per million lines.
 5. Queries on that store: token + one-day range, user + decision; BENCH_QUERIES (200) each,
@@ -210,6 +212,46 @@ def bench_two_envoys(work: str, demo) -> dict:
         srv.stop()
 
 
+def bench_full_load(work: str, demo) -> dict:
+    """One Envoy worker at full load (hey, 16 connections, 20 s, direct-response route) auditing
+    into the service: does the receiver keep up (no line dropped or failed at the Envoy)?"""
+    import subprocess
+    srv = Server(os.path.join(work, "load"), f"sqlite://{work}/load.db")
+    srv.start()
+    env = None
+    try:
+        srv.ok("PUT", "/api/v1/settings", {"auth_methods": "both"})
+        _, s = srv.create(name="load", id="load", user="u", limit_to=["[get]/rest/api/2/issue/JRA-.*"])
+
+        def factory(lp, ap):
+            cfg = service.service_envoy_config(listener_port=lp, admin_port=ap, upstream_port=demo.upstream.port,
+                                               server=srv, node_id="load")
+            hcm = harness._hcm(cfg)
+            hcm["route_config"]["virtual_hosts"][0]["routes"] = [
+                {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]
+            hcm.pop("access_log", None)
+            return cfg
+
+        env = harness.Envoy(os.path.join(work, "load-envoy"), demo.upstream.port, 0, config_factory=factory)
+        env.start()
+        auth = f"Authorization: Bearer {s}"
+        url = f"http://127.0.0.1:{env.port}/rest/api/2/issue/JRA-1"
+        wait_for(lambda: env.request("GET", "/rest/api/2/issue/JRA-1", headers={"Authorization": f"Bearer {s}"}).status
+                 == 200, 10)
+        base = env.stat("tokengate.allowed")
+        p = subprocess.run(["hey", "-z", "20s", "-c", "16", "-H", auth, url], capture_output=True, text=True)
+        rps = next((float(l.split()[-1]) for l in p.stdout.splitlines() if "Requests/sec" in l), 0.0)
+        time.sleep(5)
+        allowed = env.stat("tokengate.allowed") - base
+        stored = srv.ok("GET", "/api/v1/tokens/load")["usage"]["calls"] - 1  # less the warm-up call
+        return {"rps": rps, "allowed": allowed, "stored": stored, "dropped": env.stat("tokengate.audit.dropped"),
+                "failed": env.stat("tokengate.audit.failed")}
+    finally:
+        if env is not None:
+            env.stop()
+        srv.stop()
+
+
 # --------------------------------------------------------------------------- audit
 
 
@@ -320,7 +362,7 @@ def bench_audit(work: str, db_url: str, label: str, pg=None, path: str | None = 
 # --------------------------------------------------------------------------- report
 
 
-def report(tk, audits, two=None) -> str:
+def report(tk, audits, two=None, load=None) -> str:
     L = ["# tokengate-server benchmarks", "",
          f"`make bench` (scripts/bench-service.py), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
          f"{platform.node()}, {os.cpu_count()} cores, {os.path.relpath(service.SERVER_BIN, REPO)}.", ""]
@@ -341,6 +383,11 @@ def report(tk, audits, two=None) -> str:
               f"| request latency, no push (p50 / p99) | {pct(tk['quiet'], 50):.2f} / {pct(tk['quiet'], 99):.2f} ms |",
               f"| request latency during pushes (p50 / p99) | {pct(tk['during'], 50):.2f} / {pct(tk['during'], 99):.2f} ms |",
               f"| service RSS with {N_TOKENS:,} tokens | {tk['rss']:.0f} MiB |", ""]
+    if load:
+        L += ["## Audit at full load", "",
+              "One Envoy worker, direct-response route, `hey -z 20s -c 16`, audit batches into the service (SQLite).", "",
+              "| requests/s | allowed | lines stored | dropped at Envoy | failed batches |", "|---|---|---|---|---|",
+              f"| {load['rps']:,.0f} | {load['allowed']:,} | {load['stored']:,} | {load['dropped']} | {load['failed']} |", ""]
     if audits:
         L += ["## Audit store", "", f"{N_LINES:,} lines (1,000 tokens, 500 users, 30 days, 10% refused), batches of {BATCH}, "
               "four client threads; queries with `limit=100`.", "",
@@ -363,6 +410,7 @@ def main() -> int:
     try:
         two = None if os.environ.get("BENCH_SKIP_TOKENS") else bench_two_envoys(work, demo)
         tk = None if os.environ.get("BENCH_SKIP_TOKENS") else bench_tokens(work, demo)
+        load = None if os.environ.get("BENCH_SKIP_AUDIT") else bench_full_load(work, demo)
         audits = []
         if not os.environ.get("BENCH_SKIP_AUDIT"):
             path = os.path.join(work, "audit.db")
@@ -371,7 +419,7 @@ def main() -> int:
                 pg = Postgres().start()
                 url = pg.create_db("tg_bench")
                 audits.append(bench_audit(work, url, "PostgreSQL", pg=pg))
-        text = report(tk, audits, two)
+        text = report(tk, audits, two, load)
         print(text)
         with open(OUT, "w") as f:
             f.write(text + "\n")
