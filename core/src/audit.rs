@@ -596,23 +596,7 @@ mod tests {
         );
         let v = parse(&line);
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        let mut want = vec![
-            "ts",
-            "request_id",
-            "token_id",
-            "token_name",
-            "user",
-            "acting_as",
-            "client_ip",
-            "method",
-            "path",
-            "query",
-            "decision",
-            "reason",
-            "rule",
-            "status",
-            "duration_ms",
-        ];
+        let mut want = crate::record::FIELDS.to_vec();
         want.sort_unstable();
         let mut keys = keys;
         keys.sort_unstable();

@@ -269,7 +269,7 @@ impl Allowance<'_> {
                 user: Some(&grant.user),
                 acting_as: None,
                 allowed: false,
-                reason: "internal_error",
+                reason: policy::INTERNAL_ERROR,
                 rule: None,
                 extras: not_evaluated(grant.extras),
             },

@@ -51,7 +51,22 @@ pub enum Reason {
     MediaType,
 }
 
+/// The audit reason of a request refused because a host call failed (not a policy decision).
+pub const INTERNAL_ERROR: &str = "internal_error";
+
 impl Reason {
+    /// Every reason an audit line may carry (SPEC §11), in SPEC order.
+    pub fn audit_reasons() -> impl Iterator<Item = &'static str> {
+        std::iter::once(Reason::Ok.as_str())
+            .chain(Reason::DENIALS.iter().map(|r| r.as_str()))
+            .chain(std::iter::once(INTERNAL_ERROR))
+    }
+
+    /// Whether `s` is a reason an audit line may carry.
+    pub fn is_audit_reason(s: &str) -> bool {
+        Reason::audit_reasons().any(|r| r == s)
+    }
+
     pub const DENIALS: [Reason; 13] = [
         Reason::UnknownToken,
         Reason::UnknownCredentials,

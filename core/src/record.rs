@@ -6,26 +6,8 @@ use serde_json::{Map, Value};
 
 use crate::time;
 
-/// Reasons a line may carry (SPEC §11).
-pub const REASONS: [&str; 15] = [
-    "ok",
-    "unknown_token",
-    "unknown_credentials",
-    "malformed_credentials",
-    "expired",
-    "revoked",
-    "user_mismatch",
-    "method_scheme",
-    "ip",
-    "run_as",
-    "restricted",
-    "bad_request",
-    "body_too_large",
-    "media_type",
-    "internal_error",
-];
-
-const FIELDS: [&str; 15] = [
+/// The SPEC §11 fields, in the order the filter writes them.
+pub const FIELDS: [&str; 15] = [
     "ts",
     "request_id",
     "token_id",
@@ -116,7 +98,7 @@ pub fn parse_line(line: &str) -> Result<Record, String> {
         d => return Err(format!("`decision` `{d}` is neither allow nor deny")),
     };
     let reason = text(&m, "reason")?;
-    if !REASONS.contains(&reason.as_str()) {
+    if !crate::policy::Reason::is_audit_reason(&reason) {
         return Err(format!("`reason` `{reason}` is not one of SPEC §11's"));
     }
     let query = match m.get("query") {

@@ -387,6 +387,30 @@ async fn id_for(app: &App, name: &str) -> ApiResult<String> {
     Err(ApiError::conflict("could not find a free id; give one"))
 }
 
+/// Stores an edited token (edit, rotate, promote): checked by the core against the current
+/// settings first, logged with the change, then pushed.
+async fn save_token(
+    app: &App,
+    t: &TokenRow,
+    admin: &str,
+    action: &str,
+    detail: String,
+    now: i64,
+) -> ApiResult<()> {
+    let settings = publish::settings(&app.store).await.map_err(internal)?;
+    plugin::check_token(&settings, &plugin::token_entry(t))?;
+    let log = Audit {
+        admin,
+        action,
+        target: Some(&t.id),
+        detail: Some(detail),
+    };
+    app.store.update_token(t, log, now).await?;
+    app.publisher.changed();
+    app.metrics.changes.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
 /// A store error about token `id`: 404 names the token.
 fn token_error(e: StoreError, id: &str) -> ApiError {
     match e {
@@ -642,22 +666,15 @@ pub(crate) async fn patch_token(
     if changed.is_empty() {
         return Ok(Json(token_json(&t, now)));
     }
-    let settings = publish::settings(&app.store).await.map_err(internal)?;
-    plugin::check_token(&settings, &plugin::token_entry(&t))?;
-    app.store
-        .update_token(
-            &t,
-            Audit {
-                admin: &admin,
-                action: "token.edit",
-                target: Some(&id),
-                detail: Some(format!("changed {}", changed.join(", "))),
-            },
-            now,
-        )
-        .await?;
-    app.publisher.changed();
-    app.metrics.changes.fetch_add(1, Ordering::Relaxed);
+    save_token(
+        &app,
+        &t,
+        &admin,
+        "token.edit",
+        format!("changed {}", changed.join(", ")),
+        now,
+    )
+    .await?;
     Ok(Json(token_json(&t, now)))
 }
 
@@ -731,22 +748,15 @@ pub(crate) async fn rotate_token(
         until: now + grace_ms,
     });
     t.sha256 = secret::sha256_hex(&secret_text);
-    let settings = publish::settings(&app.store).await.map_err(internal)?;
-    plugin::check_token(&settings, &plugin::token_entry(&t))?;
-    app.store
-        .update_token(
-            &t,
-            Audit {
-                admin: &admin,
-                action: "token.rotate",
-                target: Some(&id),
-                detail: Some(format!("new secret; the previous one works for {grace} h")),
-            },
-            now,
-        )
-        .await?;
-    app.publisher.changed();
-    app.metrics.changes.fetch_add(1, Ordering::Relaxed);
+    save_token(
+        &app,
+        &t,
+        &admin,
+        "token.rotate",
+        format!("new secret; the previous one works for {grace} h"),
+        now,
+    )
+    .await?;
     let mut answer = Map::new();
     answer.insert("token".into(), token_json(&t, now));
     answer.insert("secret".into(), json!(secret_text));
@@ -842,22 +852,15 @@ pub(crate) async fn promote_shadow(
     }
     let now = now_ms();
     t.limit_to = std::mem::take(&mut t.shadow_limit_to);
-    let settings = publish::settings(&app.store).await.map_err(internal)?;
-    plugin::check_token(&settings, &plugin::token_entry(&t))?;
-    app.store
-        .update_token(
-            &t,
-            Audit {
-                admin: &admin,
-                action: "token.promote",
-                target: Some(&id),
-                detail: Some(format!("{} shadow line(s) now enforced", t.limit_to.len())),
-            },
-            now,
-        )
-        .await?;
-    app.publisher.changed();
-    app.metrics.changes.fetch_add(1, Ordering::Relaxed);
+    save_token(
+        &app,
+        &t,
+        &admin,
+        "token.promote",
+        format!("{} shadow line(s) now enforced", t.limit_to.len()),
+        now,
+    )
+    .await?;
     Ok(Json(token_json(&t, now)))
 }
 

@@ -121,7 +121,7 @@ fn query_of(p: &Params) -> Result<AuditQuery, ApiError> {
     }
     let reason = nonempty(&p.reason);
     if let Some(r) = &reason {
-        if !record::REASONS.contains(&r.as_str()) {
+        if !tokengate_core::policy::Reason::is_audit_reason(r) {
             return Err(bad("reason", "not one of SPEC §11's reasons"));
         }
     }

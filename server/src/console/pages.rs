@@ -1960,7 +1960,7 @@ pub async fn audit_log(
     } else {
         ""
     };
-    let reason = if record::REASONS.contains(&reason) {
+    let reason = if tokengate_core::policy::Reason::is_audit_reason(reason) {
         reason
     } else {
         ""
@@ -2039,7 +2039,7 @@ pub async fn audit_log(
         );
     }
     b.push_str("</select></div><div class=\"field\"><label for=\"a-reason\">Reason</label><select id=\"a-reason\" name=\"reason\"><option value=\"\">Any</option>");
-    for r in record::REASONS {
+    for r in tokengate_core::policy::Reason::audit_reasons() {
         let _ = write!(
             b,
             "<option value=\"{r}\"{}>{r}</option>",
